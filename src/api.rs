@@ -1,0 +1,179 @@
+//! The `ApiKey` custom resource (`keymint.dev/v1alpha1`).
+//!
+//! Validation lives in the generated schema (types, lengths, patterns and CEL
+//! rules) so that the API server refuses a bad manifest at `kubectl apply`
+//! time with a message naming the field. The schema carries no defaults and
+//! the operator never writes `spec`: GitOps tools must never see drift.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DNS label (RFC 1123): what `spec.project` must look like.
+const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A DNS subdomain (RFC 1123): what a Secret name must look like.
+const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// An API key for one owner in one project. keymint mints the key once into a
+/// Secret in the same namespace; the plaintext lives nowhere else.
+// clippy reads the repeated `type_ = "string"` of the printer columns below as
+// duplicated attributes; they are arguments of distinct `printcolumn`s.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "keymint.dev",
+    version = "v1alpha1",
+    kind = "ApiKey",
+    namespaced,
+    shortname = "ak",
+    category = "keymint",
+    status = "ApiKeyStatus",
+    doc = "An API key: keymint mints it exactly once into a Secret that workloads mount.",
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
+    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Key ID", type_ = "string", json_path = ".status.keyId"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+// `secretName` is optional, so a field-level `self == oldSelf` would not catch
+// it being added or removed after creation; this rule compares presence too.
+#[x_kube(validation = Rule::new(
+    "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
+).message("secretName is immutable").field_path(".secretName"))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    /// The project the key belongs to: a DNS label (lowercase letters, digits
+    /// and '-', at most 63 characters). Immutable.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("project is immutable"))]
+    pub project: String,
+
+    /// Who the key is for: a username as the API server knows it (for example
+    /// `alice@example.com` or `system:serviceaccount:ci:deployer`), at most
+    /// 253 characters, no whitespace. Immutable.
+    #[schemars(length(min = 1, max = 253), regex(pattern = "^[^\\s]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("owner is immutable"))]
+    pub owner: String,
+
+    /// What the key is for, shown next to it; a single line of at most 256
+    /// characters. May change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = "^\\P{Cc}*$"))]
+    pub description: Option<String>,
+
+    /// When the key stops working (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
+    /// keymint deletes the key material at that instant. Omit for a key that
+    /// does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// Name of the Secret that receives the key; defaults to the ApiKey's
+    /// name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub secret_name: Option<String>,
+
+    /// Labels and annotations to put on the generated Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// Metadata copied onto the generated Secret. Keys under `keymint.dev/` are
+/// reserved for keymint's own bookkeeping.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels for the Secret (Kubernetes label syntax, at most 64 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(
+        validation = Rule::new(
+            "self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
+        ).message("label keys must be an optional DNS-subdomain prefix and '/', then a name of at most 63 alphanumerics, '-', '_' or '.'"),
+        validation = Rule::new("self.all(k, !k.startsWith('keymint.dev/'))")
+            .message("label keys under keymint.dev/ are reserved for keymint"),
+    )]
+    pub labels: Option<BTreeMap<String, LabelValue>>,
+
+    /// Annotations for the Secret (at most 64 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(
+        validation = Rule::new(
+            "self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
+        ).message("annotation keys must be an optional DNS-subdomain prefix and '/', then a name of at most 63 alphanumerics, '-', '_' or '.'"),
+        validation = Rule::new("self.all(k, !k.startsWith('keymint.dev/'))")
+            .message("annotation keys under keymint.dev/ are reserved for keymint"),
+    )]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A Kubernetes label value. Checked by the schema rather than a CEL rule: a
+/// rule over unbounded map values exceeds the API server's cost budget, and
+/// the schema's message names the offending key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct LabelValue(
+    #[schemars(
+        length(max = 63),
+        regex(pattern = "^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+    )]
+    pub String,
+);
+
+/// Where an ApiKey is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not minted yet.
+    Pending,
+    /// Minted: the key is in its Secret and usable.
+    Active,
+    /// Not minted because the owner's quota for the project is full; it is
+    /// admitted, oldest first, when a slot frees.
+    Rejected,
+    /// Not minted because a Secret with the target name exists and is not
+    /// this ApiKey's.
+    Conflict,
+    /// `expiresAt` passed; the key material was deleted.
+    Expired,
+    /// The Secret disappeared out of band; the key is never silently re-minted.
+    SecretLost,
+    /// The Secret's content no longer matches the minted key's hash.
+    SecretTampered,
+}
+
+/// What keymint observed and did. Only the SHA-256 of the key and a public key
+/// id appear here, never the key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Standard conditions; `Ready` first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Public identifier of the key: safe to show and log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `sha256:<hex>` of the key, to verify the Secret against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// The Secret that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the key was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted_at: Option<Time>,
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests against a real Kubernetes API server: the local control
+//! plane started by `support` (or the cluster in `KEYMINT_TEST_KUBECONFIG`).
+//! One binary, so that every test shares one control plane per run.
+
+mod support;
+
+mod control_plane;
+mod crd_validation;

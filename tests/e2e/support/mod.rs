@@ -1,0 +1,249 @@
+//! Test support: one real Kubernetes control plane per test run, a fresh
+//! namespace per test, and clients for an admin, an impersonated user or a
+//! ServiceAccount.
+//!
+//! The control plane is `keymint-controlplane` (tests/controlplane): embedded
+//! etcd, upstream kube-apiserver and kube-controller-manager on free loopback
+//! ports. It is started on first use and watches its standard input, which
+//! this process holds for its whole life: when the test run ends — normally,
+//! after a panic, on Ctrl-C or even SIGKILL — the pipe closes and the control
+//! plane stops everything it started.
+//!
+//! Set `KEYMINT_TEST_KUBECONFIG` to run the same tests against an existing
+//! cluster instead (the current context of that file is used).
+
+#![allow(dead_code)] // each test module uses a different part of this kit
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use tokio::sync::OnceCell;
+
+pub const EXTERNAL_CLUSTER_ENV: &str = "KEYMINT_TEST_KUBECONFIG";
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The control plane this test run talks to.
+pub struct ControlPlane {
+    kubeconfig: PathBuf,
+    /// Held, never used: dropping the pipe (at process exit) stops the
+    /// launcher. The mutex only makes the type `Sync` for the static.
+    _launcher: Option<Mutex<(Child, ChildStdin, ChildStdout)>>,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The shared control plane, started on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| match std::env::var_os(EXTERNAL_CLUSTER_ENV) {
+        Some(path) => ControlPlane {
+            kubeconfig: PathBuf::from(path),
+            _launcher: None,
+        },
+        None => start_local_control_plane(),
+    })
+}
+
+impl ControlPlane {
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A client's configuration as the kubeconfig's (admin) user.
+    pub async fn admin_config(&self) -> Config {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("readable kubeconfig");
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("valid kubeconfig")
+    }
+
+    /// A cluster-admin client. Made per test: a client belongs to the tokio
+    /// runtime it was created on, and every `#[tokio::test]` has its own.
+    pub async fn admin(&self) -> Client {
+        Client::try_from(self.admin_config().await).expect("client")
+    }
+
+    /// A client that impersonates `user` with `groups` (plus
+    /// `system:authenticated`), for RBAC and admission tests.
+    pub async fn as_user(&self, user: &str, groups: &[&str]) -> Client {
+        let mut config = self.admin_config().await;
+        let mut all_groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        all_groups.push("system:authenticated".into());
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups = Some(all_groups);
+        Client::try_from(config).expect("client")
+    }
+
+    /// A client that impersonates a ServiceAccount, with the groups the API
+    /// server would give its token.
+    pub async fn as_service_account(&self, namespace: &str, name: &str) -> Client {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let ns_group = format!("system:serviceaccounts:{namespace}");
+        self.as_user(&user, &["system:serviceaccounts", &ns_group])
+            .await
+    }
+}
+
+fn start_local_control_plane() -> ControlPlane {
+    let root = Path::new(REPO).join("target/controlplane");
+    let launcher = root.join("bin/keymint-controlplane");
+    if !launcher.exists() {
+        eprintln!(
+            "building the local control plane (first run only; see tests/controlplane/build.sh)"
+        );
+        let status = Command::new(Path::new(REPO).join("tests/controlplane/build.sh"))
+            .status()
+            .expect("run tests/controlplane/build.sh");
+        assert!(status.success(), "building the local control plane failed");
+    }
+    let runs = root.join("test-runs");
+    prune_finished_runs(&runs);
+    let dir = runs.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).expect("create the control plane's state directory");
+    let log_path = dir.join("launcher.log");
+    let log = std::fs::File::create(&log_path).expect("create launcher.log");
+
+    let mut child = Command::new(&launcher)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--watch-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start keymint-controlplane");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = reader
+        .read_line(&mut line)
+        .expect("read the launcher's ready line");
+    let Some(kubeconfig) = line.trim().strip_prefix("ready ") else {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!(
+            "the control plane did not start (read {read} bytes: {line:?}); launcher log:\n{log}"
+        );
+    };
+    ControlPlane {
+        kubeconfig: PathBuf::from(kubeconfig),
+        _launcher: Some(Mutex::new((child, stdin, reader.into_inner()))),
+    }
+}
+
+/// Removes the state of earlier runs whose process is gone; a run that is
+/// still going (another `cargo test`) keeps its directory.
+fn prune_finished_runs(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let alive = entry
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The ApiKey CRD, installed once per run from the committed YAML (what users
+/// install) and waited for until the API server serves it.
+pub async fn install_crd(client: &Client) {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let yaml =
+                std::fs::read_to_string(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))
+                    .expect("read the committed CRD");
+            let crd: CustomResourceDefinition = serde_norway::from_str(&yaml).expect("CRD YAML");
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            crds.patch(
+                &crd.name_any(),
+                &PatchParams::apply("keymint-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("apply the ApiKey CRD");
+            // A new CRD is Established and then takes a moment before the
+            // resource is served: poll until a list succeeds.
+            let api_keys: Api<keymint::api::ApiKey> = Api::all(client.clone());
+            eventually(Duration::from_secs(30), || async {
+                api_keys.list_metadata(&Default::default()).await.is_ok()
+            })
+            .await;
+        })
+        .await;
+}
+
+/// Polls `check` every 100 ms until it holds; panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace of its own for one test, with an admin client.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `kmt-<prefix>-<random>` (labelled `keymint.dev/test=true`, so
+    /// leftovers on an external cluster are easy to find) with the CRD
+    /// installed.
+    pub async fn new(prefix: &str) -> TestNamespace {
+        let client = control_plane().admin().await;
+        install_crd(&client).await;
+        let suffix: u32 = rand::random();
+        let name = format!("kmt-{prefix}-{suffix:08x}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"keymint.dev/test": "true"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        TestNamespace { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace. Called at the end of a passing test; a failing
+    /// test leaves its namespace behind for inspection.
+    pub async fn delete(self) {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .expect("delete the test namespace");
+    }
+}

@@ -223,10 +223,15 @@ pub fn parse(s: &str) -> Result<MintedKey, KeyError> {
 /// bits of entropy, so a plain (unsalted, fast) hash is not brute-forceable.
 #[must_use]
 pub fn hash(key: &MintedKey) -> String {
-    format!(
-        "sha256:{}",
-        to_hex(&Sha256::digest(key.expose().as_bytes()))
-    )
+    hash_bytes(key.expose().as_bytes())
+}
+
+/// [`hash`] of arbitrary bytes, in the same `sha256:<hex>` form: what a
+/// Secret holds is checked against the recorded hash even when it is no
+/// longer a well-formed key (tampered content must not be parsed first).
+#[must_use]
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    format!("sha256:{}", to_hex(&Sha256::digest(bytes)))
 }
 
 /// Public identifier of a key, e.g. `km_7Hq2xK9pLm3Q`: safe to show in
@@ -512,6 +517,11 @@ mod tests {
         let zero = MintedKey::from_bytes(&[0u8; KEY_BYTES]);
         assert_eq!(zero.expose(), ZERO_KEY);
         assert_eq!(hash(&zero), ZERO_KEY_HASH);
+        assert_eq!(hash_bytes(ZERO_KEY.as_bytes()), ZERO_KEY_HASH);
+        assert_eq!(
+            hash_bytes(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
 
         let h = hash(&mint().expect("mint"));
         let hex = h.strip_prefix("sha256:").expect("sha256: prefix");

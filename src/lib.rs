@@ -1,9 +1,18 @@
 //! keymint: a Kubernetes operator that manages API keys as custom resources.
 //!
-//! `api` holds the `ApiKey` types, `crd` the generated CustomResourceDefinition,
-//! `key` the key format, and `run` the controller process.
+//! Pure modules: `api` (the ApiKey types), `crd`, `key` (key format),
+//! `quota` (ledger and admission order), `lifecycle` (decisions, status,
+//! transitions), `secret` (building and judging the Secret).
+//! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run`.
 
 pub mod api;
 pub mod crd;
 pub mod key;
+pub mod ledger;
+pub mod lifecycle;
+pub mod options;
+pub mod quota;
+pub mod reconcile;
+pub mod report;
 pub mod run;
+pub mod secret;

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use keymint::options::{LogFormat, RunOptions};
 use tracing_subscriber::EnvFilter;
 
 /// keymint: API keys as Kubernetes custom resources.
@@ -16,17 +17,7 @@ enum Command {
     /// Print the ApiKey CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster).
-    Run {
-        /// Log format.
-        #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    Run(RunOptions),
 }
 
 #[tokio::main]
@@ -43,9 +34,9 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { log_format } => {
-            init_logging(log_format);
-            match keymint::run::run().await {
+        Command::Run(options) => {
+            init_logging(options.log_format);
+            match keymint::run::run(options).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -4,5 +4,8 @@
 
 mod support;
 
+mod calm;
 mod control_plane;
 mod crd_validation;
+mod exactly_once;
+mod minting;

@@ -35,6 +35,17 @@ import (
 
 const stdinClosed = "stdin closed"
 
+// writeAuditPolicy records every mutating request at Metadata level (never
+// bodies, so no Secret data) once the response is known.
+const writeAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+`
+
 func main() {
 	dir := flag.String("dir", "", "state directory (certificates, etcd data, logs, kubeconfig)")
 	bin := flag.String("bin", "", "directory holding kube-apiserver and kube-controller-manager (default: next to this binary)")
@@ -135,6 +146,11 @@ func (cp *controlPlane) start(withControllerManager bool, stop <-chan string) (s
 		return "", fmt.Errorf("etcd: %w", err)
 	}
 
+	auditPolicy := filepath.Join(cp.dir, "audit-policy.yaml")
+	if err := os.WriteFile(auditPolicy, []byte(writeAuditPolicy), 0o600); err != nil {
+		return "", err
+	}
+
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	apiArgs := []string{
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", etcdClient),
@@ -155,6 +171,13 @@ func (cp *controlPlane) start(withControllerManager bool, stop <-chan string) (s
 		// publish itself into the kubernetes Service every 10 s and fail.
 		"--endpoint-reconciler-type=none",
 		"--enable-priority-and-fairness=false",
+		// Every write, with who made it (user agent) and where: tests count
+		// an operator's writes in their own namespace from this log.
+		"--audit-policy-file=" + auditPolicy,
+		"--audit-log-path=" + filepath.Join(cp.dir, "logs", "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--audit-log-maxsize=0",
 		"--profiling=false",
 	}
 	if err := cp.spawn("kube-apiserver", apiArgs); err != nil {

@@ -14,6 +14,9 @@
 
 #![allow(dead_code)] // each test module uses a different part of this kit
 
+pub mod apiserver_audit;
+pub mod operator;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -246,4 +249,60 @@ impl TestNamespace {
             .await
             .expect("delete the test namespace");
     }
+}
+
+/// An ApiKey with the given project and owner, no expiry.
+pub fn api_key(name: &str, project: &str, owner: &str) -> keymint::api::ApiKey {
+    keymint::api::ApiKey::new(
+        name,
+        keymint::api::ApiKeySpec {
+            project: project.into(),
+            owner: owner.into(),
+            description: None,
+            expires_at: None,
+            secret_name: None,
+            secret_template: None,
+        },
+    )
+}
+
+/// Waits until the ApiKey `name` has `phase`; returns it.
+pub async fn wait_for_phase(
+    api: &Api<keymint::api::ApiKey>,
+    name: &str,
+    phase: keymint::api::Phase,
+    timeout: Duration,
+) -> keymint::api::ApiKey {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let current = api.get_opt(name).await.expect("get ApiKey");
+        let seen = current
+            .as_ref()
+            .and_then(|k| k.status.as_ref())
+            .and_then(|s| s.phase);
+        if seen == Some(phase) {
+            return current.expect("present");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: phase {seen:?}, expected {phase:?} within {timeout:?}; status: {:?}",
+            current.and_then(|k| k.status)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events about the ApiKey `name` in `namespace`, as (reason, message).
+pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    let list = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
 }

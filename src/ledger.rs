@@ -1,0 +1,103 @@
+//! The quota ledgers in the API server: one ConfigMap per (project, owner)
+//! in keymint's namespace, read directly (never from a cache) and written
+//! with optimistic concurrency. A key is recorded here before it is minted
+//! and removed after its Secret is gone, so the ledger never undercounts —
+//! across restarts and across replicas.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+
+use crate::quota::{Ledger, Pair};
+use crate::secret::{LABEL_MANAGED_BY, MANAGER};
+
+pub const LABEL_LEDGER: &str = "keymint.dev/ledger";
+
+/// A ledger as read, with the version to write it back against.
+pub struct Versioned {
+    pub ledger: Ledger,
+    resource_version: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Someone else wrote the ledger since it was read: read it again.
+    #[error("the quota ledger changed concurrently")]
+    Conflict,
+    #[error(
+        "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until it is repaired (deleting it would forget minted keys)"
+    )]
+    Corrupt { name: String, reason: String },
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Versioned, LedgerError> {
+    let name = pair.ledger_name();
+    let Some(cm) = api.get_opt(&name).await? else {
+        return Ok(Versioned {
+            ledger: Ledger::default(),
+            resource_version: None,
+        });
+    };
+    let json = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(Ledger::DATA_KEY))
+        .map_or("{}", String::as_str);
+    let ledger = Ledger::from_json(json).map_err(|e| LedgerError::Corrupt {
+        name: name.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Versioned {
+        ledger,
+        resource_version: cm.metadata.resource_version,
+    })
+}
+
+/// Writes the ledger back: create when it did not exist, replace with the
+/// read resourceVersion otherwise. Either way a concurrent writer makes this
+/// fail with [`LedgerError::Conflict`] instead of losing its write.
+pub async fn save(
+    api: &Api<ConfigMap>,
+    pair: &Pair<'_>,
+    versioned: &Versioned,
+) -> Result<(), LedgerError> {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(pair.ledger_name()),
+            resource_version: versioned.resource_version.clone(),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+                (LABEL_LEDGER.to_string(), "quota".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                ("keymint.dev/project".to_string(), pair.project.to_string()),
+                ("keymint.dev/owner".to_string(), pair.owner.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            Ledger::DATA_KEY.to_string(),
+            versioned.ledger.to_json(),
+        )])),
+        ..ConfigMap::default()
+    };
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    let result = match versioned.resource_version {
+        None => api.create(&params, &cm).await.map(drop),
+        Some(_) => api
+            .replace(&pair.ledger_name(), &params, &cm)
+            .await
+            .map(drop),
+    };
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(LedgerError::Conflict),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,71 @@
+//! `keymint run` options. Every flag has an environment-variable twin so the
+//! same settings work from a shell, a Deployment or a Helm chart; durations
+//! are written like `30s`, `10m`, `7d`.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Args, Clone, Debug)]
+pub struct RunOptions {
+    /// Most live (minted, unexpired) keys one owner may hold in one project.
+    #[arg(long, env = "KEYMINT_MAX_KEYS_PER_OWNER", default_value_t = 25)]
+    pub max_keys_per_owner: usize,
+
+    /// How long before `expiresAt` a key is flagged ExpiringSoon (condition and
+    /// a Warning Event).
+    #[arg(long, env = "KEYMINT_EXPIRY_WARNING", default_value = "7d", value_parser = parse_duration)]
+    pub expiry_warning: Duration,
+
+    /// How often an Active key's Secret is re-read and checked against its
+    /// hash, besides every reconcile (jittered by up to 10%).
+    #[arg(long, env = "KEYMINT_VERIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub verify_interval: Duration,
+
+    /// How many ApiKeys are reconciled at once.
+    #[arg(long, env = "KEYMINT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Namespace keymint itself runs in: it keeps its quota ledgers there
+    /// (ConfigMaps). In a pod, set it from the downward API.
+    #[arg(long, env = "KEYMINT_NAMESPACE", default_value = "keymint-system")]
+    pub namespace: String,
+
+    /// Only reconcile ApiKeys in this namespace (default: all namespaces).
+    #[arg(long, env = "KEYMINT_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Longest wait between retries of an ApiKey whose reconcile keeps
+    /// failing (retries back off exponentially from 1s).
+    #[arg(long, env = "KEYMINT_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Log format.
+    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `30s`, `10m`, `7d`, `1h30m` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 30s, 10m, 7d)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").unwrap_err().contains("like 30s"));
+    }
+}

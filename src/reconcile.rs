@@ -1,0 +1,637 @@
+//! Reconciling one ApiKey: observe (the ApiKey and the Secret under its
+//! name), decide (`lifecycle`, `quota` — pure), act (a short list of API
+//! calls), in this order:
+//!
+//! 1. The Secret is the commit point: creating it under its deterministic
+//!    name is what "minted" means. AlreadyExists means "already minted" —
+//!    adopt it if it is ours, report a conflict if not, never overwrite.
+//! 2. A key is recorded in its quota ledger before it is minted and removed
+//!    after its Secret is deleted.
+//! 3. Secret first, then status (only when it changed, and only against the
+//!    version that was observed), then the Event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use crate::api::{ApiKey, ApiKeyStatus, Phase};
+use crate::key::{self, KeyError};
+use crate::ledger::{self, LedgerError};
+use crate::lifecycle::{self, Outcome, StatusInput, Step};
+use crate::quota::{self, Admission, Entry, Pair, Waiting};
+use crate::report::{self, Report, Subject};
+use crate::secret::{self, MANAGER, Observed};
+
+/// Removed only after the Secret is deleted and the deletion reported.
+pub const FINALIZER: &str = "keymint.dev/cleanup";
+/// Ledger writes that lose a race are retried this many times in one
+/// reconcile before the reconcile is retried as a whole.
+const LEDGER_ATTEMPTS: usize = 8;
+
+pub type GuardedApiKey = DeserializeGuard<ApiKey>;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// The controller's cache of ApiKeys: used only to find keys waiting for
+    /// a slot, never to count minted keys (the ledger does that).
+    pub store: Store<GuardedApiKey>,
+    /// Quota ledgers, in keymint's own namespace.
+    pub ledgers: Api<ConfigMap>,
+    pub max_keys_per_owner: usize,
+    pub expiry_warning: Duration,
+    pub verify_interval: Duration,
+    pub max_backoff: Duration,
+    /// Reconciles the given ApiKeys soon: used to wake waiting keys when a
+    /// slot frees.
+    pub wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
+    /// One lock per (project, owner) so that this process's reconciles of one
+    /// pair take turns instead of racing on the ledger.
+    pair_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Consecutive failures per ApiKey, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<GuardedApiKey>, u32>>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        store: Store<GuardedApiKey>,
+        ledgers: Api<ConfigMap>,
+        max_keys_per_owner: usize,
+        expiry_warning: Duration,
+        verify_interval: Duration,
+        max_backoff: Duration,
+        wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
+    ) -> Context {
+        Context {
+            client,
+            recorder,
+            store,
+            ledgers,
+            max_keys_per_owner,
+            expiry_warning,
+            verify_interval,
+            max_backoff,
+            wake,
+            pair_locks: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn pair_lock(&self, pair: &Pair<'_>) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.pair_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(pair.ledger_name()).or_default().clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot mint a key: {0}")]
+    Mint(#[from] KeyError),
+    /// The ApiKey changed since it was read (a stale cache): try again with
+    /// the newer version, without backing off.
+    #[error("the ApiKey changed while it was being reconciled")]
+    Stale,
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A bounded, stable category: for metrics labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApi",
+            Error::Ledger(LedgerError::Conflict) => "LedgerContention",
+            Error::Ledger(_) => "LedgerUnreadable",
+            Error::Mint(_) => "MintFailed",
+            Error::Stale => "Stale",
+            Error::Finalizer(_) => "Finalizer",
+        }
+    }
+}
+
+/// The controller's entry point for one ApiKey.
+pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api_key = match &obj.0 {
+        Ok(api_key) => api_key,
+        Err(invalid) => {
+            // Not stalling the others is the point: report and wait for a fix.
+            let reference = obj.object_ref(&());
+            let note = truncate(&format!("keymint cannot read this ApiKey: {invalid}"), 400);
+            warn!(apikey = reference.name.as_deref(), "{note}");
+            let event = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "InvalidSpec".into(),
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                warn!(error = %e, "could not publish Event");
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = api_key.namespace().unwrap_or_default();
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, Arc::new(api_key.clone()), |event| async {
+        match event {
+            finalizer::Event::Apply(api_key) => apply(&api_key, &ctx).await,
+            finalizer::Event::Cleanup(api_key) => cleanup(&api_key, &ctx).await,
+        }
+    })
+    .await;
+    match result {
+        Ok(action) => {
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ObjectRef::from_obj(&*obj));
+            Ok(action)
+        }
+        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(
+            finalizer::Error::AddFinalizer(kube::Error::Api(s))
+            | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)),
+        ) if s.code == 409 || s.code == 422 => Err(Error::Stale),
+        Err(e) => Err(Error::Finalizer(e.to_string())),
+    }
+}
+
+/// Retries back off exponentially per ApiKey, from 1 s to `max_backoff`; a
+/// stale read is retried at once (the newer version is already on its way).
+pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    let reference = ObjectRef::from_obj(&*obj);
+    if matches!(error, Error::Stale | Error::Ledger(LedgerError::Conflict)) {
+        debug!(apikey = %reference, "{error}; retrying");
+        return Action::requeue(Duration::from_millis(50));
+    }
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(reference.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(failures, ctx.max_backoff);
+    warn!(apikey = %reference, category = error.category(), retry_in = ?delay, "{error}");
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: error.category().into(),
+        note: Some(truncate(
+            &format!("{error}; retrying in {}s", delay.as_secs()),
+            400,
+        )),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let object_ref = obj.object_ref(&());
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &object_ref).await {
+            warn!(error = %e, "could not publish Event");
+        }
+    });
+    Action::requeue(delay)
+}
+
+/// 1 s, 2 s, 4 s, ... capped at `max`.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    Duration::from_secs(1u64 << exp).min(max)
+}
+
+async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let uid = api_key.uid().unwrap_or_default();
+    let namespace = api_key.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret_name = secret::name(api_key);
+    let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
+    let status = api_key.status.as_ref();
+
+    // Observe.
+    let observed = secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid);
+    // Decide, then act.
+    let outcome = match lifecycle::decide(status, expires_at, now, &observed) {
+        Step::RequestSlot => match request_slot(api_key, ctx, now).await? {
+            Slot::Granted => mint(api_key, ctx, &secrets, &secret_name).await?,
+            Slot::Denied { message } => Outcome::Rejected { message },
+        },
+        Step::Adopt { key_hash } => adopted(&observed, key_hash),
+        Step::Verified => current_key(status),
+        Step::Expire { delete_secret } => {
+            if let Some(secret_uid) = delete_secret {
+                delete_secret_with_uid(&secrets, &secret_name, secret_uid).await?;
+            }
+            if status.and_then(|s| s.phase) != Some(Phase::Expired) {
+                release_slot(api_key, ctx).await?;
+            }
+            Outcome::Expired
+        }
+        Step::Lost => Outcome::Lost,
+        Step::Tampered => Outcome::Tampered,
+        Step::Conflict => Outcome::Conflict,
+    };
+
+    let desired = lifecycle::status(
+        &StatusInput {
+            current: status,
+            generation: api_key.metadata.generation,
+            secret_name: &secret_name,
+            expires_at,
+            expiry_warning: ctx.expiry_warning,
+            now,
+        },
+        &outcome,
+    );
+    if lifecycle::needs_write(status, &desired) {
+        write_status(api_key, &desired, ctx).await?;
+        let detail = desired
+            .conditions
+            .first()
+            .map_or("", |c| c.message.as_str());
+        for transition in lifecycle::transitions(status, &desired) {
+            let detail = if transition == lifecycle::Transition::ExpiringSoon {
+                desired
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == lifecycle::EXPIRING_SOON)
+                    .map_or("", |c| c.message.as_str())
+            } else {
+                detail
+            };
+            report::publish(
+                &ctx.recorder,
+                &subject(api_key, &desired, &secret_name),
+                Report::Transition(&transition, detail),
+            )
+            .await;
+        }
+    }
+
+    let phase = desired.phase.unwrap_or(Phase::Pending);
+    Ok(
+        match lifecycle::next_check(
+            phase,
+            expires_at,
+            Timestamp::now(),
+            ctx.expiry_warning,
+            ctx.verify_interval,
+            rand::random(),
+        ) {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        },
+    )
+}
+
+/// The ApiKey is being deleted: delete its Secret (only ours, by UID), free
+/// its slot, report, and let the finalizer go.
+async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+    let uid = api_key.uid().unwrap_or_default();
+    let namespace = api_key.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret_name = secret::name(api_key);
+    if let Observed::Ours {
+        uid: Some(secret_uid),
+        ..
+    } = secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid)
+    {
+        delete_secret_with_uid(&secrets, &secret_name, secret_uid).await?;
+    }
+    release_slot(api_key, ctx).await?;
+    let status = api_key.status.clone().unwrap_or_default();
+    report::publish(
+        &ctx.recorder,
+        &subject(api_key, &status, &secret_name),
+        Report::Deleted,
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+enum Slot {
+    Granted,
+    Denied { message: String },
+}
+
+/// Asks the pair's ledger for a slot. Granted means the key is recorded in
+/// the ledger (now or by an earlier attempt) and may be minted.
+async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result<Slot, Error> {
+    let pair = Pair {
+        project: &api_key.spec.project,
+        owner: &api_key.spec.owner,
+    };
+    let uid = api_key.uid().unwrap_or_default();
+    let lock = ctx.pair_lock(&pair);
+    let _turn = lock.lock().await;
+    let now_ms = now.as_millisecond();
+    let limit = ctx.max_keys_per_owner;
+    let me = waiting_entry(api_key);
+    for _ in 0..LEDGER_ATTEMPTS {
+        let mut versioned = ledger::load(&ctx.ledgers, &pair).await?;
+        if versioned.ledger.get(&uid).is_some() {
+            return Ok(Slot::Granted);
+        }
+        let live = versioned.ledger.live(now_ms);
+        let waiting = waiting_keys(ctx, &pair, &versioned.ledger, now);
+        if !quota::may_take_slot(&me, &waiting, limit.saturating_sub(live)) {
+            return Ok(Slot::Denied {
+                message: quota::rejection_message(
+                    &pair,
+                    live,
+                    limit,
+                    quota::position(&me, &waiting),
+                ),
+            });
+        }
+        let entry = Entry {
+            namespace: me.namespace.clone(),
+            name: me.name.clone(),
+            admitted_at: now_ms,
+            // Slots are freed when the Secret is deleted, not at expiresAt:
+            // the ledger then never undercounts, even if expiresAt moves.
+            expires_at: None,
+        };
+        match versioned.ledger.admit(&uid, entry, limit, now_ms) {
+            Admission::AlreadyAdmitted => return Ok(Slot::Granted),
+            Admission::Full { live, limit } => {
+                return Ok(Slot::Denied {
+                    message: quota::rejection_message(
+                        &pair,
+                        live,
+                        limit,
+                        quota::position(&me, &waiting),
+                    ),
+                });
+            }
+            Admission::Admitted => {}
+        }
+        match ledger::save(&ctx.ledgers, &pair, &versioned).await {
+            Ok(()) => return Ok(Slot::Granted),
+            Err(LedgerError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(LedgerError::Conflict.into())
+}
+
+/// Removes the key from its ledger (if it is there) and wakes the keys
+/// waiting for a slot of the same pair.
+async fn release_slot(api_key: &ApiKey, ctx: &Context) -> Result<(), Error> {
+    let pair = Pair {
+        project: &api_key.spec.project,
+        owner: &api_key.spec.owner,
+    };
+    let uid = api_key.uid().unwrap_or_default();
+    let lock = ctx.pair_lock(&pair);
+    let released = {
+        let _turn = lock.lock().await;
+        let mut attempts = 0;
+        loop {
+            let mut versioned = ledger::load(&ctx.ledgers, &pair).await?;
+            if !versioned.ledger.release(&uid) {
+                break false;
+            }
+            match ledger::save(&ctx.ledgers, &pair, &versioned).await {
+                Ok(()) => break true,
+                Err(LedgerError::Conflict) if attempts < LEDGER_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if released {
+        let empty = quota::Ledger::default();
+        for waiting in waiting_keys(ctx, &pair, &empty, Timestamp::now()) {
+            let _ = ctx
+                .wake
+                .unbounded_send(ObjectRef::new(&waiting.name).within(&waiting.namespace));
+        }
+    }
+    Ok(())
+}
+
+/// ApiKeys of `pair` in the cache that wait for a slot: not minted, not
+/// finished, not being deleted, not expired, not already in the ledger.
+fn waiting_keys(
+    ctx: &Context,
+    pair: &Pair<'_>,
+    ledger: &quota::Ledger,
+    now: Timestamp,
+) -> Vec<Waiting> {
+    ctx.store
+        .state()
+        .iter()
+        .filter_map(|guarded| guarded.0.as_ref().ok())
+        .filter(|k| k.spec.project == pair.project && k.spec.owner == pair.owner)
+        .filter(|k| k.metadata.deletion_timestamp.is_none())
+        .filter(|k| {
+            let status = k.status.as_ref();
+            status.and_then(|s| s.key_hash.as_ref()).is_none()
+                && !matches!(
+                    status.and_then(|s| s.phase),
+                    Some(Phase::Expired | Phase::Conflict)
+                )
+        })
+        .filter(|k| k.spec.expires_at.as_ref().is_none_or(|t| t.0 > now))
+        .filter(|k| ledger.get(&k.uid().unwrap_or_default()).is_none())
+        .map(waiting_entry)
+        .collect()
+}
+
+fn waiting_entry(api_key: &ApiKey) -> Waiting {
+    Waiting {
+        created: api_key
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_millisecond()),
+        namespace: api_key.namespace().unwrap_or_default(),
+        name: api_key.name_any(),
+        uid: api_key.uid().unwrap_or_default(),
+    }
+}
+
+/// Mints the key and creates its Secret: the commit point.
+async fn mint(
+    api_key: &ApiKey,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+) -> Result<Outcome, Error> {
+    let minted = key::mint()?;
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match secrets
+        .create(&params, &secret::build(api_key, &minted))
+        .await
+    {
+        Ok(created) => Ok(Outcome::Active {
+            key_id: key::key_id(&minted),
+            key_hash: key::hash(&minted),
+            minted_at: created.metadata.creation_timestamp.map(|t| t.0),
+        }),
+        // Already exists: "already minted" if it is ours, a conflict if not.
+        // The key just generated is dropped, never written anywhere.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let uid = api_key.uid().unwrap_or_default();
+            let observed = secret::observe(secrets.get_opt(secret_name).await?.as_ref(), &uid);
+            match lifecycle::decide(None, None, Timestamp::now(), &observed) {
+                Step::Adopt { key_hash } => Ok(adopted(&observed, key_hash)),
+                Step::Conflict => {
+                    release_slot(api_key, ctx).await?;
+                    Ok(Outcome::Conflict)
+                }
+                Step::Tampered => Ok(Outcome::Tampered),
+                // Deleted again in between: start over.
+                _ => Err(Error::Stale),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn adopted(observed: &Observed, key_hash: String) -> Outcome {
+    let (key_id, minted_at) = match observed {
+        Observed::Ours {
+            key_id, created, ..
+        } => (key_id.clone().unwrap_or_default(), *created),
+        _ => (String::new(), None),
+    };
+    Outcome::Active {
+        key_id,
+        key_hash,
+        minted_at,
+    }
+}
+
+fn current_key(status: Option<&ApiKeyStatus>) -> Outcome {
+    Outcome::Active {
+        key_id: status.and_then(|s| s.key_id.clone()).unwrap_or_default(),
+        key_hash: status.and_then(|s| s.key_hash.clone()).unwrap_or_default(),
+        minted_at: status.and_then(|s| s.minted_at.as_ref()).map(|t| t.0),
+    }
+}
+
+/// Deletes the Secret only if it is still the one observed (same UID).
+async fn delete_secret_with_uid(
+    secrets: &Api<Secret>,
+    name: &str,
+    uid: String,
+) -> Result<(), Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        // Gone already, or replaced by another Secret we must not touch.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the whole status, against the observed resourceVersion: if the
+/// cache was stale the write fails (and the reconcile is retried with the
+/// newer object) instead of overwriting a newer status.
+async fn write_status(api_key: &ApiKey, status: &ApiKeyStatus, ctx: &Context) -> Result<(), Error> {
+    let api: Api<ApiKey> =
+        Api::namespaced(ctx.client.clone(), &api_key.namespace().unwrap_or_default());
+    let mut body = serde_json::to_value(status).map_err(|e| Error::Finalizer(e.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        // A merge patch keeps fields it does not mention: clear the absent
+        // ones explicitly so the status is exactly `status`.
+        for field in [
+            "phase",
+            "conditions",
+            "observedGeneration",
+            "keyId",
+            "keyHash",
+            "secretName",
+            "mintedAt",
+        ] {
+            map.entry(field).or_insert(Value::Null);
+        }
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": api_key.resource_version()},
+        "status": body,
+    });
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&api_key.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn subject<'a>(api_key: &'a ApiKey, status: &'a ApiKeyStatus, secret_name: &'a str) -> Subject<'a> {
+    Subject {
+        reference: api_key.object_ref(&()),
+        project: &api_key.spec.project,
+        owner: &api_key.spec.owner,
+        key_id: status.key_id.as_deref(),
+        secret_name,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=11).map(|n| backoff(n, cap).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(u32::MAX, cap), cap);
+    }
+
+    #[test]
+    fn truncate_respects_character_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééé", 3), "é…");
+    }
+}

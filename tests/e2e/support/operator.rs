@@ -1,0 +1,93 @@
+//! Runs the real `keymint` binary as an operator process for one test: the
+//! way it runs in production, so tests can SIGKILL and restart it.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::control_plane;
+
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Operator {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Operator {
+    /// Starts `keymint run` scoped to `namespace` (it watches only that
+    /// namespace and keeps its quota ledgers there), with debug logs.
+    /// `extra` adds or overrides flags.
+    pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        let n = STARTED.fetch_add(1, Ordering::SeqCst);
+        let dir = control_plane()
+            .kubeconfig()
+            .parent()
+            .map_or_else(std::env::temp_dir, PathBuf::from)
+            .join("operators");
+        std::fs::create_dir_all(&dir).expect("operator log directory");
+        let log_path = dir.join(format!("{namespace}-{n}.log"));
+        let log = std::fs::File::create(&log_path).expect("operator log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+        command
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--watch-namespace",
+                namespace,
+            ])
+            .args(["--verify-interval", "2s", "--max-backoff", "2s"])
+            .args(extra)
+            .env("KUBECONFIG", control_plane().kubeconfig())
+            .env("RUST_LOG", "keymint=debug,kube=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to
+        // SIGKILL the operator if the thread that started it goes away, so a
+        // killed test run leaves no operator behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start keymint run");
+        Operator {
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().is_ok_and(|s| s.success())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -48,26 +48,21 @@ cluster-up: controlplane ## start the local control plane in the background; kub
 		sleep 0.2; \
 	done; echo "control plane not ready after 60s; see $(CP_DIR)/cluster.log"; exit 1
 
-cluster-down: ## stop the local control plane started by cluster-up
+cluster-down: ## stop the local control plane started by cluster-up (and the demo's operator)
+	@if [ -f $(CP_DIR)/operator.pid ]; then kill $$(cat $(CP_DIR)/operator.pid) 2>/dev/null || true; rm -f $(CP_DIR)/operator.pid; fi
 	@if [ -f $(CP_DIR)/pid ]; then kill $$(cat $(CP_DIR)/pid) 2>/dev/null || true; \
 		while kill -0 $$(cat $(CP_DIR)/pid) 2>/dev/null; do sleep 0.2; done; \
 		rm -f $(CP_DIR)/pid; echo "control plane stopped"; \
 	else echo "no control plane running"; fi
 
-run: ## run the operator against KUBECONFIG, or the local control plane when unset
-	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up >/dev/null; fi; \
-	KUBECONFIG=$${KUBECONFIG:-$(abspath $(LOCAL_KUBECONFIG))} $(CARGO) run -- run
+run: ## run the operator against KUBECONFIG, or the local control plane when unset (flags: ARGS="...")
+	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up >/dev/null && \
+		$(KUBECTL) --kubeconfig $(LOCAL_KUBECONFIG) apply --server-side -f crds/ >/dev/null && \
+		$(KUBECTL) --kubeconfig $(LOCAL_KUBECONFIG) create namespace keymint-system 2>/dev/null || true; fi; \
+	KUBECONFIG=$${KUBECONFIG:-$(abspath $(LOCAL_KUBECONFIG))} $(CARGO) run -- run $(ARGS)
 
-demo: cluster-up ## control plane up, CRD installed, examples applied and listed
-	@export KUBECONFIG=$(abspath $(LOCAL_KUBECONFIG)); set -e; \
-	echo "+ kubectl apply -f crds/"; $(KUBECTL) apply --server-side -f crds/; \
-	$(KUBECTL) wait --for=condition=Established --timeout=30s crd/apikeys.keymint.dev; \
-	$(KUBECTL) create namespace payments --dry-run=client -o yaml | $(KUBECTL) apply -f - >/dev/null; \
-	echo "+ kubectl apply -n payments -f examples/"; \
-	for i in $$(seq 1 50); do $(KUBECTL) apply -n payments -f examples/ && break; sleep 0.2; done; \
-	echo "+ kubectl get apikeys -n payments"; $(KUBECTL) get apikeys -n payments; \
-	echo; echo "Try: export KUBECONFIG=$(abspath $(LOCAL_KUBECONFIG)); $(KUBECTL) get ak -A"; \
-	echo "Stop with: make cluster-down"
+demo: cluster-up ## control plane, CRD, operator, examples: Active, Rejected and Expired keys, a key read once
+	examples/demo.sh
 
 clean: cluster-down ## stop the control plane and remove build outputs
 	$(CARGO) clean

@@ -32,6 +32,10 @@ const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9
     category = "keymint",
     status = "ApiKeyStatus",
     doc = "An API key: keymint mints it exactly once into a Secret that workloads mount.",
+    // The name labels the Secret (keymint.dev/api-key), and label values are
+    // at most 63 characters.
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("metadata.name must be at most 63 characters: it labels the key's Secret"),
     printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

@@ -245,7 +245,8 @@ pub enum Transition {
     Expired,
     SecretLost,
     SecretTampered,
-    /// A tampered Secret holds the minted key again.
+    /// A lost or tampered Secret holds the minted key again (someone put
+    /// the original back).
     SecretRestored,
 }
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The keymint demo (make demo): a local control plane, the CRD, the operator,
+# the examples applied, and every phase a user meets: Active keys, one
+# Rejected by the quota, one Expired, and a key read once from its Secret.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CP=target/controlplane
+export KUBECONFIG="$PWD/$CP/kubeconfig"
+kubectl="$CP/bin/kubectl"
+say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+
+say "1. The CRD"
+run "$kubectl" apply --server-side -f crds/
+"$kubectl" wait --for=condition=Established --timeout=30s crd/apikeys.keymint.dev >/dev/null
+
+say "2. The operator (quota lowered to 2 keys per owner and project for the demo)"
+"$kubectl" create namespace keymint-system --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+"$kubectl" create namespace payments --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+if [ -f "$CP/operator.pid" ] && kill -0 "$(cat "$CP/operator.pid")" 2>/dev/null; then
+  kill "$(cat "$CP/operator.pid")"; while kill -0 "$(cat "$CP/operator.pid")" 2>/dev/null; do sleep 0.1; done
+fi
+cargo build --quiet
+printf '+ keymint run --namespace keymint-system --max-keys-per-owner 2 --expiry-warning 1h  (in the background, log in %s)\n' "$CP/operator.log"
+target/debug/keymint run --namespace keymint-system --max-keys-per-owner 2 --expiry-warning 1h >"$CP/operator.log" 2>&1 &
+echo $! >"$CP/operator.pid"
+
+say "3. Alice's keys: two from examples/, a third over her quota, and one that expires in 5 seconds"
+for i in $(seq 1 50); do "$kubectl" apply -n payments -f examples/apikeys.yaml && break; sleep 0.2; done
+sleep 1 # let the two examples be older than the third, so the quota admits them first
+expires="$(date -u -d '+5 seconds' +%Y-%m-%dT%H:%M:%S.%3NZ)"
+"$kubectl" apply -n payments -f - <<YAML
+apiVersion: keymint.dev/v1alpha1
+kind: ApiKey
+metadata: {name: one-too-many}
+spec: {project: payments, owner: alice@example.com, description: "A third key: over the quota of 2"}
+---
+apiVersion: keymint.dev/v1alpha1
+kind: ApiKey
+metadata: {name: short-lived}
+spec: {project: payments, owner: bob@example.com, description: "Expires in 5 seconds", expiresAt: "$expires"}
+YAML
+"$kubectl" wait -n payments --for=jsonpath='{.status.phase}'=Active --timeout=30s apikey/ci-deploy apikey/nightly-report >/dev/null
+"$kubectl" wait -n payments --for=jsonpath='{.status.phase}'=Rejected --timeout=30s apikey/one-too-many >/dev/null
+run "$kubectl" get apikeys -n payments
+
+say "4. Waiting for short-lived to expire"
+"$kubectl" wait -n payments --for=jsonpath='{.status.phase}'=Expired --timeout=30s apikey/short-lived >/dev/null
+run "$kubectl" get apikeys -n payments
+run "$kubectl" get secrets -n payments -l app.kubernetes.io/managed-by=keymint
+
+say "5. Why one-too-many was rejected"
+run "$kubectl" get apikey one-too-many -n payments -o jsonpath='{.status.conditions[0].message}{"\n"}'
+
+say "6. The key, read once from its Secret (the only place it exists)"
+printf '+ %s\n' "$kubectl get secret payments-ci -n payments -o jsonpath='{.data.api-key}' | base64 -d"
+"$kubectl" get secret payments-ci -n payments -o jsonpath='{.data.api-key}' | base64 -d; echo
+run "$kubectl" get apikey ci-deploy -n payments -o jsonpath='keyId={.status.keyId} keyHash={.status.keyHash}{"\n"}'
+
+say "7. Events"
+run "$kubectl" get events -n payments --sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
+
+cat <<EOT
+
+The operator keeps running. Try:
+  export KUBECONFIG=$KUBECONFIG
+  $kubectl delete apikey ci-deploy -n payments   # frees a slot: one-too-many becomes Active
+  $kubectl get ak -n payments
+Stop everything with: make cluster-down
+EOT

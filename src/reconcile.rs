@@ -312,19 +312,23 @@ async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     let namespace = api_key.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret_name = secret::name(api_key);
-    if let Observed::Ours {
-        uid: Some(secret_uid),
-        ..
-    } = secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid)
+    let secret_deleted = match secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid)
     {
-        delete_secret_with_uid(&secrets, &secret_name, secret_uid).await?;
-    }
+        Observed::Ours {
+            uid: Some(secret_uid),
+            ..
+        } => {
+            delete_secret_with_uid(&secrets, &secret_name, secret_uid).await?;
+            true
+        }
+        _ => false,
+    };
     release_slot(api_key, ctx).await?;
     let status = api_key.status.clone().unwrap_or_default();
     report::publish(
         &ctx.recorder,
         &subject(api_key, &status, &secret_name),
-        Report::Deleted,
+        Report::Deleted { secret_deleted },
     )
     .await;
     Ok(Action::await_change())

@@ -23,7 +23,11 @@ pub struct Subject<'a> {
 /// change, hence not a [`Transition`]).
 pub enum Report<'a> {
     Transition(&'a Transition, &'a str),
-    Deleted,
+    /// Whether keymint deleted a Secret of the ApiKey's (there may have been
+    /// none: never minted, lost, or a conflict with someone else's).
+    Deleted {
+        secret_deleted: bool,
+    },
 }
 
 /// Publishes the Event for `report`. Event failures are logged, not
@@ -64,11 +68,27 @@ fn describe(subject: &Subject<'_>, report: &Report<'_>) -> (EventType, &'static 
     let key = subject.key_id.unwrap_or("(none)");
     let secret = subject.secret_name;
     match report {
-        Report::Deleted => (
+        Report::Deleted {
+            secret_deleted: true,
+        } => (
             EventType::Normal,
             "Deleted",
-            format!("ApiKey deleted; key {key} and Secret {secret} deleted"),
+            format!("ApiKey deleted; key {key} and its Secret {secret} deleted"),
         ),
+        Report::Deleted {
+            secret_deleted: false,
+        } => match subject.key_id {
+            Some(key) => (
+                EventType::Normal,
+                "Deleted",
+                format!("ApiKey deleted; key {key} had no Secret left to delete"),
+            ),
+            None => (
+                EventType::Normal,
+                "Deleted",
+                "ApiKey deleted; no key had been minted".to_string(),
+            ),
+        },
         Report::Transition(t, detail) => match t {
             Transition::Minted => (
                 EventType::Normal,
@@ -82,11 +102,18 @@ fn describe(subject: &Subject<'_>, report: &Report<'_>) -> (EventType, &'static 
                 "ExpiringSoon",
                 format!("key {key}: {detail}"),
             ),
-            Transition::Expired => (
-                EventType::Normal,
-                "Expired",
-                format!("key {key} expired; Secret {secret} deleted"),
-            ),
+            Transition::Expired => match subject.key_id {
+                Some(key) => (
+                    EventType::Normal,
+                    "Expired",
+                    format!("key {key} expired; its key material was deleted"),
+                ),
+                None => (
+                    EventType::Normal,
+                    "Expired",
+                    "expiresAt passed before a key was minted; nothing was minted".to_string(),
+                ),
+            },
             Transition::SecretLost => (EventType::Warning, "SecretLost", detail.to_string()),
             Transition::SecretTampered => {
                 (EventType::Warning, "SecretTampered", detail.to_string())
@@ -102,7 +129,7 @@ fn describe(subject: &Subject<'_>, report: &Report<'_>) -> (EventType, &'static 
 
 fn action(report: &Report<'_>) -> &'static str {
     match report {
-        Report::Deleted => "Delete",
+        Report::Deleted { .. } => "Delete",
         Report::Transition(t, _) => match t {
             Transition::Minted => "Mint",
             Transition::Rejected | Transition::Conflict => "Admit",

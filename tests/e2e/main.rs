@@ -7,5 +7,8 @@ mod support;
 mod calm;
 mod control_plane;
 mod crd_validation;
+mod deletion;
 mod exactly_once;
+mod expiry;
 mod minting;
+mod quota;

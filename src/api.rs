@@ -12,6 +12,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// An RFC 3339 date-time. The schema's `format: date-time` alone lets some
+/// malformed values through (any character before a fraction), which keymint
+/// then could not read.
+const RFC3339: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
 /// A DNS label (RFC 1123): what `spec.project` must look like.
 const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A DNS subdomain (RFC 1123): what a Secret name must look like.
@@ -77,6 +81,7 @@ pub struct ApiKeySpec {
     /// keymint deletes the key material at that instant. Omit for a key that
     /// does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339))]
     pub expires_at: Option<Time>,
 
     /// Name of the Secret that receives the key; defaults to the ApiKey's
@@ -107,7 +112,8 @@ pub struct SecretTemplate {
     )]
     pub labels: Option<BTreeMap<String, LabelValue>>,
 
-    /// Annotations for the Secret (at most 64 entries).
+    /// Annotations for the Secret (at most 64 entries of at most 3,600
+    /// characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(
@@ -117,7 +123,7 @@ pub struct SecretTemplate {
         validation = Rule::new("self.all(k, !k.startsWith('keymint.dev/'))")
             .message("annotation keys under keymint.dev/ are reserved for keymint"),
     )]
-    pub annotations: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, AnnotationValue>>,
 }
 
 /// A Kubernetes label value. Checked by the schema rather than a CEL rule: a
@@ -132,6 +138,13 @@ pub struct LabelValue(
     )]
     pub String,
 );
+
+/// A Secret annotation value: at most 3,600 characters, so that 64 of them
+/// with their keys stay within the API server's 256 KiB annotation limit
+/// and a manifest that could never become a Secret is refused at apply.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct AnnotationValue(#[schemars(length(max = 3600))] pub String);
 
 /// Where an ApiKey is in its life.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

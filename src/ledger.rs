@@ -27,7 +27,7 @@ pub enum LedgerError {
     #[error("the quota ledger changed concurrently")]
     Conflict,
     #[error(
-        "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until it is repaired (deleting it would forget minted keys)"
+        "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until its `admitted` data is repaired (see the README; deleting it would forget minted keys)"
     )]
     Corrupt { name: String, reason: String },
     #[error(transparent)]

@@ -102,7 +102,7 @@ impl Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
+    #[error("Kubernetes API error: {}", api_message(.0))]
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -607,6 +607,15 @@ fn subject<'a>(api_key: &'a ApiKey, status: &'a ApiKeyStatus, secret_name: &'a s
         owner: &api_key.spec.owner,
         key_id: status.key_id.as_deref(),
         secret_name,
+    }
+}
+
+/// The API server's own words for an API error (not the client's debug
+/// dump of the whole response); other errors as they display.
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
     }
 }
 

@@ -48,7 +48,12 @@ pub fn build(api_key: &ApiKey, minted: &MintedKey) -> Secret {
         .collect();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
     labels.insert(LABEL_API_KEY.into(), api_key.name_any());
-    let mut annotations = template.annotations.unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> = template
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     annotations.insert(ANNOTATION_KEY_ID.into(), key_id.clone());
     annotations.insert(ANNOTATION_KEY_HASH.into(), key::hash(minted));
 
@@ -137,7 +142,7 @@ fn is_controller_ref_to(r: &OwnerReference, uid: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ApiKeySpec, LabelValue, SecretTemplate};
+    use crate::api::{AnnotationValue, ApiKeySpec, LabelValue, SecretTemplate};
 
     fn api_key() -> ApiKey {
         let mut k = ApiKey::new(
@@ -153,7 +158,10 @@ mod tests {
                         "team".into(),
                         LabelValue("payments".into()),
                     )])),
-                    annotations: Some(BTreeMap::from([("example.com/note".into(), "hi".into())])),
+                    annotations: Some(BTreeMap::from([(
+                        "example.com/note".into(),
+                        AnnotationValue("hi".into()),
+                    )])),
                 }),
             },
         );

@@ -192,6 +192,27 @@ fn refused_on_create() -> Vec<Refused> {
             expect: &["spec.expiresAt", "date-time"],
         },
         Refused {
+            case: "expiresAt with junk before the fraction",
+            spec: spec_with("expiresAt", json!("2099-01-31T00:00:00x5Z")),
+            expect: &["spec.expiresAt", "should match"],
+        },
+        Refused {
+            case: "expiresAt with an impossible offset",
+            spec: spec_with("expiresAt", json!("2099-01-31T00:00:00+99:99:99")),
+            expect: &["spec.expiresAt"],
+        },
+        Refused {
+            case: "annotation value of 3601 characters",
+            spec: spec_with(
+                "secretTemplate/annotations",
+                json!({"example.com/note": long(3601)}),
+            ),
+            expect: &[
+                "spec.secretTemplate.annotations.example.com/note",
+                "Too long",
+            ],
+        },
+        Refused {
             case: "expiresAt as a Unix time",
             spec: spec_with("expiresAt", json!(1800000000)),
             expect: &["spec.expiresAt", "must be of type"],

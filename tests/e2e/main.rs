@@ -10,5 +10,8 @@ mod crd_validation;
 mod deletion;
 mod exactly_once;
 mod expiry;
+mod leaks;
 mod minting;
 mod quota;
+mod robustness;
+mod verification;

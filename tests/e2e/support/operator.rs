@@ -30,15 +30,20 @@ impl Operator {
         let log_path = dir.join(format!("{namespace}-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("operator log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+        command.args([
+            "run",
+            "--namespace",
+            namespace,
+            "--watch-namespace",
+            namespace,
+        ]);
+        // Quick test defaults, unless `extra` sets the same flag.
+        for (flag, value) in [("--verify-interval", "2s"), ("--max-backoff", "2s")] {
+            if !extra.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
         command
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--watch-namespace",
-                namespace,
-            ])
-            .args(["--verify-interval", "2s", "--max-backoff", "2s"])
             .args(extra)
             .env("KUBECONFIG", control_plane().kubeconfig())
             .env("RUST_LOG", "keymint=debug,kube=info")

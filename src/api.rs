@@ -193,4 +193,25 @@ pub struct ApiKeyStatus {
     /// When the key was minted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minted_at: Option<Time>,
+    /// The transitions made by the latest status change, numbered per
+    /// ApiKey. Each is appended to the audit stream right after that change;
+    /// if keymint stops in between, the next reconcile appends what the
+    /// stream lacks — so every transition is recorded exactly once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_transitions: Vec<TransitionRecord>,
+}
+
+/// One lifecycle transition, as recorded in the audit stream.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionRecord {
+    /// 1 for the ApiKey's first transition, then 2, 3, ...
+    pub number: u64,
+    /// The audit action: minted, rejected, conflict, expiring-soon, expired,
+    /// secret-lost, secret-tampered or secret-restored.
+    pub action: String,
+    /// When it happened (RFC 3339, sub-second).
+    pub time: String,
+    /// The keymint instance that made it.
+    pub instance: String,
 }

@@ -6,6 +6,9 @@
 //! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run`.
 
 pub mod api;
+pub mod audit;
+pub mod audit_cli;
+pub mod audit_stream;
 pub mod crd;
 pub mod key;
 pub mod ledger;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ApiKeyStatus, Phase};
+use crate::api::{ApiKeyStatus, Phase, TransitionRecord};
 use crate::secret::Observed;
 
 /// What to do with an ApiKey, decided from its status, its expiry, the clock
@@ -207,6 +207,8 @@ pub fn status(input: &StatusInput, outcome: &Outcome) -> ApiKeyStatus {
         key_hash,
         secret_name: Some(input.secret_name.to_string()),
         minted_at,
+        // Replaced only when this status change is itself a transition.
+        last_transitions: current.last_transitions,
     }
 }
 
@@ -235,8 +237,8 @@ fn condition(
     }
 }
 
-/// A change worth an Event (and, with the audit stream, an audit entry).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A change worth an Event and an audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     Minted,
     Rejected,
@@ -248,6 +250,68 @@ pub enum Transition {
     /// A lost or tampered Secret holds the minted key again (someone put
     /// the original back).
     SecretRestored,
+}
+
+impl Transition {
+    /// The audit stream's name for it.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Transition::Minted => "minted",
+            Transition::Rejected => "rejected",
+            Transition::Conflict => "conflict",
+            Transition::ExpiringSoon => "expiring-soon",
+            Transition::Expired => "expired",
+            Transition::SecretLost => "secret-lost",
+            Transition::SecretTampered => "secret-tampered",
+            Transition::SecretRestored => "secret-restored",
+        }
+    }
+
+    pub fn from_action(action: &str) -> Option<Transition> {
+        [
+            Transition::Minted,
+            Transition::Rejected,
+            Transition::Conflict,
+            Transition::ExpiringSoon,
+            Transition::Expired,
+            Transition::SecretLost,
+            Transition::SecretTampered,
+            Transition::SecretRestored,
+        ]
+        .into_iter()
+        .find(|t| t.action() == action)
+    }
+}
+
+/// The highest transition number an ApiKey has used (0: none yet).
+pub fn last_transition_number(status: Option<&ApiKeyStatus>) -> u64 {
+    status
+        .into_iter()
+        .flat_map(|s| s.last_transitions.iter())
+        .map(|r| r.number)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Numbers `transitions` after the ones `before` recorded: the records the
+/// status change carries, so the audit stream can be caught up after a crash.
+pub fn number_transitions(
+    before: Option<&ApiKeyStatus>,
+    transitions: &[Transition],
+    time: &str,
+    instance: &str,
+) -> Vec<TransitionRecord> {
+    let first = last_transition_number(before) + 1;
+    transitions
+        .iter()
+        .zip(first..)
+        .map(|(t, number)| TransitionRecord {
+            number,
+            action: t.action().to_string(),
+            time: time.to_string(),
+            instance: instance.to_string(),
+        })
+        .collect()
 }
 
 /// The transitions between two statuses: a phase change, and the
@@ -594,6 +658,45 @@ mod tests {
             transitions(Some(&tampered), &restored),
             vec![Transition::SecretRestored]
         );
+    }
+
+    #[test]
+    fn transitions_are_numbered_after_the_last_recorded_one() {
+        let first = number_transitions(
+            None,
+            &[Transition::Minted, Transition::ExpiringSoon],
+            "t1",
+            "pod-a",
+        );
+        assert_eq!(first.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(first[1].action, "expiring-soon");
+        let status = ApiKeyStatus {
+            last_transitions: first,
+            ..ApiKeyStatus::default()
+        };
+        assert_eq!(last_transition_number(Some(&status)), 2);
+        let next = number_transitions(Some(&status), &[Transition::Expired], "t2", "pod-b");
+        assert_eq!((next[0].number, next[0].instance.as_str()), (3, "pod-b"));
+        for t in [
+            Transition::Minted,
+            Transition::SecretRestored,
+            Transition::SecretTampered,
+        ] {
+            assert_eq!(Transition::from_action(t.action()), Some(t));
+        }
+        assert_eq!(Transition::from_action("deleted"), None);
+    }
+
+    #[test]
+    fn a_status_change_that_is_no_transition_keeps_the_records() {
+        let records = number_transitions(None, &[Transition::Minted], "t1", "pod-a");
+        let current = ApiKeyStatus {
+            last_transitions: records.clone(),
+            ..status(&input(None, None, NOW), &active())
+        };
+        let again = status(&input(Some(&current), None, NOW), &active());
+        assert_eq!(again.last_transitions, records);
+        assert!(!needs_write(Some(&current), &again));
     }
 
     #[test]

@@ -18,6 +18,8 @@ enum Command {
     Crd,
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster).
     Run(RunOptions),
+    /// Read, export and verify the audit stream.
+    Audit(keymint::audit_cli::AuditArgs),
 }
 
 #[tokio::main]
@@ -31,6 +33,13 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Audit(args) => match keymint::audit_cli::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -40,6 +40,21 @@ pub struct RunOptions {
     #[arg(long, env = "KEYMINT_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
     pub max_backoff: Duration,
 
+    /// Namespace of the audit stream's ConfigMap segments (default: --namespace).
+    #[arg(long, env = "KEYMINT_AUDIT_NAMESPACE")]
+    pub audit_namespace: Option<String>,
+
+    /// Size at which an audit segment is sealed and the next one started;
+    /// below the API server's 1 MiB object limit.
+    #[arg(long, env = "KEYMINT_AUDIT_SEGMENT_BYTES", default_value_t = 900 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1_000_000))]
+    pub audit_segment_bytes: u64,
+
+    /// How much of the audit stream to keep: a number of segments (`64`) or
+    /// an age (`400d`). Older segments are pruned, and the pruning recorded.
+    #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "64")]
+    pub audit_retention: crate::audit_stream::Retention,
+
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -28,11 +27,13 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use crate::api::{ApiKey, ApiKeyStatus, Phase};
+use crate::audit;
+use crate::audit_stream::AuditError;
 use crate::key::{self, KeyError};
 use crate::ledger::{self, LedgerError};
 use crate::lifecycle::{self, Outcome, StatusInput, Step};
 use crate::quota::{self, Admission, Entry, Pair, Waiting};
-use crate::report::{self, Report, Subject};
+use crate::report::Reporter;
 use crate::secret::{self, MANAGER, Observed};
 
 /// Removed only after the Secret is deleted and the deletion reported.
@@ -46,7 +47,8 @@ pub type GuardedApiKey = DeserializeGuard<ApiKey>;
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Audit entries and Events.
+    pub reporter: Reporter,
     /// The controller's cache of ApiKeys: used only to find keys waiting for
     /// a slot, never to count minted keys (the ledger does that).
     pub store: Store<GuardedApiKey>,
@@ -70,7 +72,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        reporter: Reporter,
         store: Store<GuardedApiKey>,
         ledgers: Api<ConfigMap>,
         max_keys_per_owner: usize,
@@ -81,7 +83,7 @@ impl Context {
     ) -> Context {
         Context {
             client,
-            recorder,
+            reporter,
             store,
             ledgers,
             max_keys_per_owner,
@@ -114,6 +116,8 @@ pub enum Error {
     Stale,
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 impl Error {
@@ -126,6 +130,7 @@ impl Error {
             Error::Mint(_) => "MintFailed",
             Error::Stale => "Stale",
             Error::Finalizer(_) => "Finalizer",
+            Error::Audit(_) => "AuditStream",
         }
     }
 }
@@ -146,7 +151,7 @@ pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Act
                 action: "Reconcile".into(),
                 secondary: None,
             };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            if let Err(e) = ctx.reporter.recorder.publish(&event, &reference).await {
                 warn!(error = %e, "could not publish Event");
             }
             return Ok(Action::await_change());
@@ -205,7 +210,7 @@ pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -
         secondary: None,
     };
     let object_ref = obj.object_ref(&());
-    let recorder = ctx.recorder.clone();
+    let recorder = ctx.reporter.recorder.clone();
     tokio::spawn(async move {
         if let Err(e) = recorder.publish(&event, &object_ref).await {
             warn!(error = %e, "could not publish Event");
@@ -228,6 +233,10 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     let secret_name = secret::name(api_key);
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
     let status = api_key.status.as_ref();
+
+    // Transitions of an earlier reconcile that never reached the audit
+    // stream (keymint stopped in between) come first.
+    ctx.reporter.catch_up(api_key).await?;
 
     // Observe.
     let observed = secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid);
@@ -253,7 +262,7 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
         Step::Conflict => Outcome::Conflict,
     };
 
-    let desired = lifecycle::status(
+    let mut desired = lifecycle::status(
         &StatusInput {
             current: status,
             generation: api_key.metadata.generation,
@@ -264,28 +273,23 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
         },
         &outcome,
     );
+    let transitions = lifecycle::transitions(status, &desired);
+    if !transitions.is_empty() {
+        // The status change carries its transitions: the audit stream's
+        // outbox, should keymint stop before appending them.
+        desired.last_transitions = lifecycle::number_transitions(
+            status,
+            &transitions,
+            &audit::format_time(now),
+            &ctx.reporter.audit.instance,
+        );
+    }
     if lifecycle::needs_write(status, &desired) {
         write_status(api_key, &desired, ctx).await?;
-        let detail = desired
-            .conditions
-            .first()
-            .map_or("", |c| c.message.as_str());
-        for transition in lifecycle::transitions(status, &desired) {
-            let detail = if transition == lifecycle::Transition::ExpiringSoon {
-                desired
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == lifecycle::EXPIRING_SOON)
-                    .map_or("", |c| c.message.as_str())
-            } else {
-                detail
-            };
-            report::publish(
-                &ctx.recorder,
-                &subject(api_key, &desired, &secret_name),
-                Report::Transition(&transition, detail),
-            )
-            .await;
+        if !transitions.is_empty() {
+            ctx.reporter
+                .transitions(api_key, &desired, &desired.last_transitions)
+                .await?;
         }
     }
 
@@ -312,6 +316,7 @@ async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     let namespace = api_key.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret_name = secret::name(api_key);
+    ctx.reporter.catch_up(api_key).await?;
     let secret_deleted = match secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid)
     {
         Observed::Ours {
@@ -324,13 +329,8 @@ async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
         _ => false,
     };
     release_slot(api_key, ctx).await?;
-    let status = api_key.status.clone().unwrap_or_default();
-    report::publish(
-        &ctx.recorder,
-        &subject(api_key, &status, &secret_name),
-        Report::Deleted { secret_deleted },
-    )
-    .await;
+    // Durable before the finalizer goes: the last word on this ApiKey.
+    ctx.reporter.deleted(api_key, secret_deleted).await?;
     Ok(Action::await_change())
 }
 
@@ -597,16 +597,6 @@ async fn write_status(api_key: &ApiKey, status: &ApiKeyStatus, ctx: &Context) ->
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale),
         Err(e) => Err(e.into()),
-    }
-}
-
-fn subject<'a>(api_key: &'a ApiKey, status: &'a ApiKeyStatus, secret_name: &'a str) -> Subject<'a> {
-    Subject {
-        reference: api_key.object_ref(&()),
-        project: &api_key.spec.project,
-        owner: &api_key.spec.owner,
-        key_id: status.key_id.as_deref(),
-        secret_name,
     }
 }
 

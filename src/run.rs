@@ -6,14 +6,16 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::audit_stream::{AuditLog, AuditOptions};
 use crate::options::RunOptions;
 use crate::reconcile::{self, Context, GuardedApiKey};
+use crate::report::Reporter;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -27,6 +29,8 @@ pub enum RunError {
         "the ApiKey CRD is not served; install it with `keymint crd | kubectl apply --server-side -f -`: {0}"
     )]
     CrdMissing(#[source] kube::Error),
+    #[error("cannot open the audit stream: {0}")]
+    Audit(#[source] crate::audit_stream::AuditError),
 }
 
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
@@ -47,18 +51,37 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .await
         .map_err(RunError::CrdMissing)?;
 
+    let instance = instance_name();
+    let audit = AuditLog::open(
+        client.clone(),
+        AuditOptions {
+            namespace: options
+                .audit_namespace
+                .clone()
+                .unwrap_or_else(|| options.namespace.clone()),
+            segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(900 * 1024),
+            retention: options.audit_retention.clone(),
+            instance: instance.clone(),
+        },
+    )
+    .await
+    .map_err(RunError::Audit)?;
+
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let controller = Controller::new(api_keys, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown_signal());
-    let reporter = Reporter {
+    let event_reporter = kube::runtime::events::Reporter {
         controller: "keymint".into(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: Some(instance),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Recorder::new(client.clone(), reporter),
+        Reporter {
+            recorder: Recorder::new(client.clone(), event_reporter),
+            audit,
+        },
         controller.store(),
         Api::<ConfigMap>::namespaced(client, &options.namespace),
         options.max_keys_per_owner,
@@ -86,6 +109,20 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .await;
     info!("keymint stopped");
     Ok(())
+}
+
+/// Names this process in audit entries and Events: the pod's name in a
+/// cluster (POD_NAME, from the downward API), else host and process id.
+fn instance_name() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "keymint".to_string());
+        format!("{host}/{}", std::process::id())
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends a pod).

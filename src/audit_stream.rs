@@ -1,0 +1,559 @@
+//! The audit stream in the API server: append-only JSON Lines in ConfigMap
+//! segments (`keymint-audit-0000000001`, `...02`, ...) in keymint's
+//! namespace. The pure part — entries, chaining, verification — is `audit`.
+//!
+//! One appender task owns the writes. Reconciles hand it drafts and wait
+//! until their batch is durable; a batch costs one ConfigMap write. Every
+//! write is a compare-and-swap on the head segment's resourceVersion, and a
+//! full segment is sealed (another CAS) before the next one is created, so
+//! two writers — a second replica, an operator that has not noticed it lost
+//! its lease — can never fork the chain: one of them always re-reads.
+//!
+//! Exactly once: each draft carries its ApiKey's UID and transition number.
+//! Drafts already in the stream (found in the head segment at write time,
+//! or in the index built from the stream's tail at start-up) are dropped,
+//! so a transition retried after a crash is recorded once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::audit::{self, Draft, Entry, Head};
+use crate::secret::{LABEL_MANAGED_BY, MANAGER};
+
+pub const LABEL_AUDIT: &str = "keymint.dev/audit";
+pub const SEGMENT_PREFIX: &str = "keymint-audit-";
+/// The data key of a segment's entries.
+pub const DATA_ENTRIES: &str = "entries";
+/// Set on a full segment before its successor is created.
+const ANNOTATION_SEALED: &str = "keymint.dev/sealed";
+/// On each segment: the chain position it continues from, so an empty
+/// segment still knows what its first entry links to.
+const ANNOTATION_PREV_SEQ: &str = "keymint.dev/prev-seq";
+const ANNOTATION_PREV_HASH: &str = "keymint.dev/prev-hash";
+/// Requests taken into one batch (each request may hold a few drafts).
+const MAX_BATCH: usize = 256;
+/// Write conflicts retried within one batch before the batch fails.
+const CAS_ATTEMPTS: usize = 16;
+/// How far back before the newest entry the start-up index reaches. A
+/// transition is appended right after the status write that made it, or
+/// retried within the reconcile backoff (minutes); anything older than the
+/// window is certainly in the stream already.
+const TAIL_WINDOW: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Clone, Debug)]
+pub enum Retention {
+    /// Keep at most this many segments.
+    Segments(usize),
+    /// Drop segments whose newest entry is older than this.
+    Age(Duration),
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+    /// `100` (segments) or a duration such as `90d`.
+    fn from_str(s: &str) -> Result<Retention, String> {
+        if let Ok(n) = s.parse::<usize>() {
+            return if n >= 2 {
+                Ok(Retention::Segments(n))
+            } else {
+                Err("keep at least 2 segments".into())
+            };
+        }
+        crate::options::parse_duration(s)
+            .map(Retention::Age)
+            .map_err(|e| format!("{e}; or a number of segments such as 100"))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    pub namespace: String,
+    pub segment_bytes: usize,
+    pub retention: Retention,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit stream write failed: {0}")]
+    Write(String),
+    #[error("audit segment {segment} is unreadable ({reason}); run `keymint audit verify`")]
+    Corrupt { segment: String, reason: String },
+    #[error("the audit appender has stopped")]
+    Stopped,
+}
+
+struct Request {
+    drafts: Vec<Draft>,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// What the stream is known to contain: the highest transition number
+/// recorded per ApiKey UID, for entries since `covered_from`.
+#[derive(Default)]
+struct Index {
+    recorded: HashMap<String, u64>,
+    covered_from: Option<Timestamp>,
+}
+
+impl Index {
+    fn add(&mut self, entry: &Entry) {
+        let n = self.recorded.entry(entry.uid.clone()).or_insert(0);
+        *n = (*n).max(entry.transition);
+    }
+}
+
+/// The handle reconciles use.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Request>,
+    index: Arc<Mutex<Index>>,
+    pub instance: String,
+}
+
+impl AuditLog {
+    /// Reads the stream's tail (to know what is already recorded) and
+    /// starts the appender.
+    pub async fn open(client: Client, options: AuditOptions) -> Result<AuditLog, AuditError> {
+        let api: Api<ConfigMap> = Api::namespaced(client, &options.namespace);
+        let names = segment_names(&api).await?;
+        let mut index = Index::default();
+        let mut newest: Option<Timestamp> = None;
+        for name in names.iter().rev() {
+            let Some(cm) = api.get_opt(name).await.map_err(write_error)? else {
+                continue;
+            };
+            let entries = entries_of(&cm)?;
+            for entry in &entries {
+                index.add(entry);
+            }
+            if let Some(last) = entries
+                .last()
+                .and_then(|e| e.time.parse::<Timestamp>().ok())
+            {
+                newest = newest.or(Some(last));
+            }
+            let first = entries
+                .first()
+                .and_then(|e| e.time.parse::<Timestamp>().ok());
+            if let Some(first) = first {
+                index.covered_from = Some(first);
+                let window = jiff::SignedDuration::try_from(TAIL_WINDOW).unwrap_or_default();
+                if newest.is_some_and(|n| first <= n - window) {
+                    break;
+                }
+            }
+        }
+        if names.is_empty() {
+            index.covered_from = None;
+        }
+        info!(
+            segments = names.len(),
+            indexed_keys = index.recorded.len(),
+            "audit stream opened"
+        );
+        let index = Arc::new(Mutex::new(index));
+        let (tx, rx) = mpsc::channel(4096);
+        let head_name = names.last().cloned().unwrap_or_else(|| segment_name(1));
+        let appender = Appender {
+            api,
+            options: options.clone(),
+            index: index.clone(),
+            head_name,
+        };
+        tokio::spawn(appender.run(rx));
+        Ok(AuditLog {
+            tx,
+            index,
+            instance: options.instance,
+        })
+    }
+
+    /// Whether transition `transition` of ApiKey `uid`, made at `at`, is in
+    /// the stream. Transitions older than the indexed tail are.
+    pub fn is_recorded(&self, uid: &str, transition: u64, at: Timestamp) -> bool {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if index.recorded.get(uid).is_some_and(|&n| n >= transition) {
+            return true;
+        }
+        index.covered_from.is_some_and(|from| at < from)
+    }
+
+    /// Appends `drafts` (in order) and returns once they are durable.
+    pub async fn append(&self, drafts: Vec<Draft>) -> Result<(), AuditError> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { drafts, done })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await.map_err(|_| AuditError::Stopped)?
+    }
+}
+
+struct Appender {
+    api: Api<ConfigMap>,
+    options: AuditOptions,
+    index: Arc<Mutex<Index>>,
+    head_name: String,
+}
+
+/// The head segment as read for one write.
+struct Segment {
+    name: String,
+    /// None: it does not exist yet.
+    resource_version: Option<String>,
+    content: String,
+    /// What the next entry links to.
+    head: Head,
+}
+
+impl Appender {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let drafts: Vec<Draft> = batch
+                .iter()
+                .flat_map(|r| r.drafts.iter().cloned())
+                .collect();
+            let result = self.write(drafts).await;
+            if let Err(e) = &result {
+                warn!(error = %e, "audit append failed; the transitions will be retried");
+            }
+            for request in batch {
+                let _ = request.done.send(result.clone());
+            }
+        }
+        debug!("audit appender stopped");
+    }
+
+    /// Appends `drafts` with one ConfigMap write (two when the head segment
+    /// is full: seal it, create the next), retrying lost races.
+    async fn write(&mut self, drafts: Vec<Draft>) -> Result<(), AuditError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let segment = self.read_head().await?;
+            let recorded: Vec<(String, u64)> = audit::parse_segment(&segment.content)
+                .map_err(|e| AuditError::Corrupt {
+                    segment: segment.name.clone(),
+                    reason: e.to_string(),
+                })?
+                .iter()
+                .map(Entry::dedup_key)
+                .collect();
+            let fresh: Vec<&Draft> = {
+                let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                drafts
+                    .iter()
+                    // "pruned" entries have no uid: their key is the
+                    // last pruned seq, so a retried pruning is dropped too.
+                    .filter(|d| {
+                        !recorded.contains(&(d.uid.clone(), d.transition))
+                            && index.recorded.get(&d.uid).is_none_or(|&n| n < d.transition)
+                    })
+                    .collect()
+            };
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            let mut head = segment.head.clone();
+            let mut entries = Vec::with_capacity(fresh.len());
+            for draft in fresh {
+                let (entry, next) = audit::chain(&head, draft);
+                entries.push(entry);
+                head = next;
+            }
+
+            let full = !segment.content.is_empty()
+                && audit::size_after(&segment.content, &entries) > self.options.segment_bytes;
+            let outcome = if full {
+                self.roll_over(&segment, &entries).await
+            } else {
+                self.put(
+                    &segment,
+                    audit::append_lines(&segment.content, &entries),
+                    None,
+                )
+                .await
+            };
+            match outcome {
+                Ok(()) => {
+                    {
+                        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                        for entry in &entries {
+                            index.add(entry);
+                        }
+                    }
+                    if full {
+                        self.prune().await;
+                    }
+                    return Ok(());
+                }
+                Err(Race) => continue,
+            }
+        }
+        Err(AuditError::Write("too many concurrent writers".into()))
+    }
+
+    /// Reads the head segment, following seals forward.
+    async fn read_head(&mut self) -> Result<Segment, AuditError> {
+        let mut chain_from = Head::genesis();
+        loop {
+            let Some(cm) = self
+                .api
+                .get_opt(&self.head_name)
+                .await
+                .map_err(write_error)?
+            else {
+                return Ok(Segment {
+                    name: self.head_name.clone(),
+                    resource_version: None,
+                    content: String::new(),
+                    head: chain_from,
+                });
+            };
+            let content = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(DATA_ENTRIES))
+                .cloned()
+                .unwrap_or_default();
+            let entries = audit::parse_segment(&content).map_err(|e| AuditError::Corrupt {
+                segment: self.head_name.clone(),
+                reason: e.to_string(),
+            })?;
+            let head = match entries.last() {
+                Some(last) => Head::of(last),
+                None => prev_head(&cm).unwrap_or(chain_from),
+            };
+            if cm.annotations().contains_key(ANNOTATION_SEALED) {
+                chain_from = head;
+                self.head_name = next_segment_name(&self.head_name);
+                continue;
+            }
+            return Ok(Segment {
+                name: self.head_name.clone(),
+                resource_version: cm.resource_version(),
+                content,
+                head,
+            });
+        }
+    }
+
+    /// Seals the full head segment, then starts the next with `entries`.
+    async fn roll_over(&mut self, segment: &Segment, entries: &[Entry]) -> Result<(), Race> {
+        self.put(segment, segment.content.clone(), Some(true))
+            .await?;
+        let next = Segment {
+            name: next_segment_name(&segment.name),
+            resource_version: None,
+            content: String::new(),
+            head: segment.head.clone(),
+        };
+        self.head_name = next.name.clone();
+        self.put(&next, audit::append_lines("", entries), None)
+            .await
+    }
+
+    /// Creates or replaces (against the read version) a segment.
+    async fn put(
+        &self,
+        segment: &Segment,
+        content: String,
+        seal: Option<bool>,
+    ) -> Result<(), Race> {
+        let mut annotations = BTreeMap::from([
+            (
+                ANNOTATION_PREV_SEQ.to_string(),
+                segment_prev(segment).seq.to_string(),
+            ),
+            (ANNOTATION_PREV_HASH.to_string(), segment_prev(segment).hash),
+        ]);
+        if seal == Some(true) {
+            annotations.insert(ANNOTATION_SEALED.to_string(), "true".to_string());
+        }
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(segment.name.clone()),
+                resource_version: segment.resource_version.clone(),
+                labels: Some(BTreeMap::from([
+                    (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+                    (LABEL_AUDIT.to_string(), "segment".to_string()),
+                ])),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(DATA_ENTRIES.to_string(), content)])),
+            ..ConfigMap::default()
+        };
+        let params = PostParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        let result = match &segment.resource_version {
+            None => self.api.create(&params, &cm).await,
+            Some(_) => self.api.replace(&segment.name, &params, &cm).await,
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(Race),
+            Err(e) => {
+                warn!(error = %e, segment = %segment.name, "audit segment write failed");
+                Err(Race)
+            }
+        }
+    }
+
+    /// Applies retention after a rollover: records what goes (a "pruned"
+    /// entry that vouches for the new oldest segment), then deletes.
+    async fn prune(&mut self) {
+        let Ok(names) = segment_names(&self.api).await else {
+            return;
+        };
+        let mut doomed: Vec<String> = Vec::new();
+        match self.options.retention {
+            Retention::Segments(keep) => {
+                if names.len() > keep {
+                    doomed = names[..names.len() - keep].to_vec();
+                }
+            }
+            Retention::Age(age) => {
+                let cutoff =
+                    Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap_or_default();
+                // Never the head: it is still being written.
+                for name in names.iter().take(names.len().saturating_sub(1)) {
+                    let newest = match self.api.get_opt(name).await {
+                        Ok(Some(cm)) => entries_of(&cm)
+                            .ok()
+                            .and_then(|e| e.last().and_then(|l| l.time.parse::<Timestamp>().ok())),
+                        _ => None,
+                    };
+                    if newest.is_some_and(|t| t < cutoff) {
+                        doomed.push(name.clone());
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(last_doomed) = doomed.last() else {
+            return;
+        };
+        let through = match self.api.get_opt(last_doomed).await {
+            Ok(Some(cm)) => match entries_of(&cm) {
+                Ok(entries) => entries.last().map(Head::of).or_else(|| prev_head(&cm)),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let Some(through) = through else {
+            return;
+        };
+        let draft = audit::pruned_draft(
+            Timestamp::now(),
+            &self.options.instance,
+            &through,
+            doomed.len(),
+        );
+        if let Err(e) = Box::pin(self.write(vec![draft])).await {
+            warn!(error = %e, "could not record pruning; keeping the segments");
+            return;
+        }
+        for name in &doomed {
+            if let Err(e) = self.api.delete(name, &DeleteParams::default()).await {
+                warn!(error = %e, segment = %name, "could not delete a pruned audit segment");
+            }
+        }
+        info!(
+            segments = doomed.len(),
+            "audit segments pruned by retention"
+        );
+    }
+}
+
+/// A lost race (or a failed write): read again and retry.
+struct Race;
+
+fn segment_prev(segment: &Segment) -> Head {
+    // A segment's annotations name what its first entry links to: the head
+    // when it was created (its content may have grown since).
+    match audit::parse_segment(&segment.content)
+        .ok()
+        .and_then(|e| e.first().cloned())
+    {
+        Some(first) => Head {
+            seq: first.seq.saturating_sub(1),
+            hash: first.prev,
+        },
+        None => segment.head.clone(),
+    }
+}
+
+fn prev_head(cm: &ConfigMap) -> Option<Head> {
+    let annotations = cm.annotations();
+    Some(Head {
+        seq: annotations.get(ANNOTATION_PREV_SEQ)?.parse().ok()?,
+        hash: annotations.get(ANNOTATION_PREV_HASH)?.clone(),
+    })
+}
+
+pub fn segment_name(n: u64) -> String {
+    format!("{SEGMENT_PREFIX}{n:010}")
+}
+
+fn next_segment_name(name: &str) -> String {
+    let n: u64 = name
+        .strip_prefix(SEGMENT_PREFIX)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    segment_name(n + 1)
+}
+
+/// Segment names, oldest first.
+pub async fn segment_names(api: &Api<ConfigMap>) -> Result<Vec<String>, AuditError> {
+    let list = api
+        .list_metadata(&ListParams::default().labels(&format!("{LABEL_AUDIT}=segment")))
+        .await
+        .map_err(write_error)?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .map(|m| m.name_any())
+        .filter(|n| n.starts_with(SEGMENT_PREFIX))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The entries of a segment ConfigMap.
+pub fn entries_of(cm: &ConfigMap) -> Result<Vec<Entry>, AuditError> {
+    let content = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DATA_ENTRIES))
+        .map_or("", String::as_str);
+    audit::parse_segment(content).map_err(|e| AuditError::Corrupt {
+        segment: cm.name_any(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_error(e: kube::Error) -> AuditError {
+    AuditError::Write(e.to_string())
+}

@@ -61,6 +61,10 @@ run "$kubectl" get apikey ci-deploy -n payments -o jsonpath='keyId={.status.keyI
 say "7. Events"
 run "$kubectl" get events -n payments --sort-by=.lastTimestamp -o custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
 
+say "8. The audit stream: one entry per transition, hash-chained, in ConfigMaps"
+run target/debug/keymint audit list --audit-namespace keymint-system
+run target/debug/keymint audit verify --audit-namespace keymint-system
+
 cat <<EOT
 
 The operator keeps running. Try:

@@ -305,7 +305,8 @@ impl Appender {
                     }
                     return Ok(());
                 }
-                Err(Race) => continue,
+                Err(PutError::Race) => continue,
+                Err(PutError::Failed(e)) => return Err(AuditError::Write(e)),
             }
         }
         Err(AuditError::Write("too many concurrent writers".into()))
@@ -357,7 +358,7 @@ impl Appender {
     }
 
     /// Seals the full head segment, then starts the next with `entries`.
-    async fn roll_over(&mut self, segment: &Segment, entries: &[Entry]) -> Result<(), Race> {
+    async fn roll_over(&mut self, segment: &Segment, entries: &[Entry]) -> Result<(), PutError> {
         self.put(segment, segment.content.clone(), Some(true))
             .await?;
         let next = Segment {
@@ -377,7 +378,7 @@ impl Appender {
         segment: &Segment,
         content: String,
         seal: Option<bool>,
-    ) -> Result<(), Race> {
+    ) -> Result<(), PutError> {
         let mut annotations = BTreeMap::from([
             (
                 ANNOTATION_PREV_SEQ.to_string(),
@@ -412,11 +413,8 @@ impl Appender {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(Race),
-            Err(e) => {
-                warn!(error = %e, segment = %segment.name, "audit segment write failed");
-                Err(Race)
-            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(PutError::Race),
+            Err(e) => Err(PutError::Failed(format!("segment {}: {e}", segment.name))),
         }
     }
 
@@ -487,8 +485,12 @@ impl Appender {
     }
 }
 
-/// A lost race (or a failed write): read again and retry.
-struct Race;
+enum PutError {
+    /// Another writer got there first: read again and retry.
+    Race,
+    /// The write failed: give up this batch (its reconciles retry).
+    Failed(String),
+}
 
 fn segment_prev(segment: &Segment) -> Head {
     // A segment's annotations name what its first entry links to: the head

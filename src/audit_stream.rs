@@ -80,6 +80,8 @@ pub struct AuditOptions {
     pub segment_bytes: usize,
     pub retention: Retention,
     pub instance: String,
+    /// Counts appended entries (keymint_audit_appends_total).
+    pub appends: prometheus_client::metrics::counter::Counter<u64, std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -294,6 +296,7 @@ impl Appender {
             };
             match outcome {
                 Ok(()) => {
+                    self.options.appends.inc_by(entries.len() as u64);
                     {
                         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
                         for entry in &entries {

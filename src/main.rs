@@ -57,10 +57,13 @@ async fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; the level comes from `RUST_LOG` (default `info`).
+/// Colours only on a terminal: log files and `kubectl logs` get plain text.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -55,6 +55,20 @@ pub struct RunOptions {
     #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "64")]
     pub audit_retention: crate::audit_stream::Retention,
 
+    /// Elect a leader on a Lease in --namespace: only the leader reconciles,
+    /// so several replicas can run for availability (the Helm chart turns
+    /// this on; a single `keymint run` does not need it).
+    #[arg(long, env = "KEYMINT_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KEYMINT_LEASE_NAME", default_value = "keymint")]
+    pub lease_name: String,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KEYMINT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

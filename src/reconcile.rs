@@ -137,6 +137,16 @@ impl Error {
 
 /// The controller's entry point for one ApiKey.
 pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_guarded(obj, &ctx).await;
+    ctx.reporter
+        .metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_guarded(obj: Arc<GuardedApiKey>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let api_key = match &obj.0 {
         Ok(api_key) => api_key,
         Err(invalid) => {
@@ -161,8 +171,8 @@ pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Act
     let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, Arc::new(api_key.clone()), |event| async {
         match event {
-            finalizer::Event::Apply(api_key) => apply(&api_key, &ctx).await,
-            finalizer::Event::Cleanup(api_key) => cleanup(&api_key, &ctx).await,
+            finalizer::Event::Apply(api_key) => apply(&api_key, ctx).await,
+            finalizer::Event::Cleanup(api_key) => cleanup(&api_key, ctx).await,
         }
     })
     .await;
@@ -191,6 +201,13 @@ pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -
         debug!(apikey = %reference, "{error}; retrying");
         return Action::requeue(Duration::from_millis(50));
     }
+    ctx.reporter
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::CategoryLabel {
+            category: error.category().to_string(),
+        })
+        .inc();
     let failures = {
         let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(reference.clone()).or_insert(0);

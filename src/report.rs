@@ -17,6 +17,7 @@ use crate::lifecycle::{self, Transition};
 pub struct Reporter {
     pub recorder: Recorder,
     pub audit: AuditLog,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What happened to an ApiKey.
@@ -58,6 +59,7 @@ impl Reporter {
             .collect();
         self.audit.append(drafts).await?;
         for (report, _) in &reports {
+            self.count(api_key, *report);
             self.event(api_key, status, *report).await;
         }
         Ok(())
@@ -111,6 +113,26 @@ impl Reporter {
         }
         self.event(api_key, &status, report).await;
         Ok(())
+    }
+
+    fn count(&self, api_key: &ApiKey, report: Report) {
+        let m = &self.metrics;
+        match report {
+            Report::Transition(Transition::Minted) => {
+                m.mints.inc();
+            }
+            Report::Transition(Transition::Rejected) => {
+                m.rejections.inc();
+            }
+            Report::Transition(Transition::Expired) => {
+                m.expiries.inc();
+                if let Some(expires_at) = &api_key.spec.expires_at {
+                    let lag = Timestamp::now().duration_since(expires_at.0).as_secs_f64();
+                    m.expiry_lag.observe(lag.max(0.0));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Publishes the Event. Failures are logged, not returned: the

@@ -1,9 +1,11 @@
 //! `keymint run`: wires the controller together and runs it until SIGTERM or
 //! Ctrl-C, then finishes in-flight reconciles and exits.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
@@ -13,6 +15,9 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::audit_stream::{AuditLog, AuditOptions};
+use crate::http::{self, Status};
+use crate::leader::{Election, Role};
+use crate::metrics::Metrics;
 use crate::options::RunOptions;
 use crate::reconcile::{self, Context, GuardedApiKey};
 use crate::report::Reporter;
@@ -31,14 +36,20 @@ pub enum RunError {
     CrdMissing(#[source] kube::Error),
     #[error("cannot open the audit stream: {0}")]
     Audit(#[source] crate::audit_stream::AuditError),
+    #[error("cannot serve HTTP (--http-addr): {0}")]
+    Http(#[source] std::io::Error),
+    #[error("leader election: {0}")]
+    Election(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that this instance restarts as a standby")]
+    LostLeadership,
 }
 
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut config = Config::infer().await.map_err(RunError::Config)?;
     // Lets API server audit logs and metrics tell keymint's requests apart.
     config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("keymint/", env!("CARGO_PKG_VERSION"))),
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(concat!("keymint/", env!("CARGO_PKG_VERSION"))),
     ));
     let client = Client::try_from(config).map_err(RunError::Client)?;
 
@@ -52,6 +63,51 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .map_err(RunError::CrdMissing)?;
 
     let instance = instance_name();
+    let metrics = Arc::new(Metrics::new());
+    let listener = http::bind(options.http_addr)
+        .await
+        .map_err(RunError::Http)?;
+    info!(addr = %listener.local_addr().map_err(RunError::Http)?, "serving /metrics, /healthz, /readyz");
+    let shutdown = shutdown_signal().shared();
+
+    // Leader election: standbys wait here, serving /readyz.
+    let mut election = match options.leader_elect {
+        true => Some(
+            Election::start(
+                client.clone(),
+                &options.namespace,
+                &options.lease_name,
+                &instance,
+            )
+            .await
+            .map_err(RunError::Election)?,
+        ),
+        false => None,
+    };
+    let role = match &election {
+        Some(e) => e.role(),
+        None => tokio::sync::watch::channel(Role::Leader).1,
+    };
+    let status = Arc::new(Status {
+        metrics: metrics.clone(),
+        store: OnceLock::new(),
+        caches_synced: AtomicBool::new(false),
+        role,
+    });
+    tokio::spawn(http::serve(listener, status.clone()));
+    if let Some(election) = &mut election {
+        info!(lease = %options.lease_name, "waiting to lead");
+        tokio::select! {
+            _ = election.leading() => {}
+            _ = shutdown.clone() => {
+                    return Ok(());
+            }
+        }
+    }
+    metrics.leader.set(1);
+
+    // Leading: the audit stream is opened now, so its index of what is
+    // recorded includes everything an earlier leader appended.
     let audit = AuditLog::open(
         client.clone(),
         AuditOptions {
@@ -62,16 +118,53 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(900 * 1024),
             retention: options.audit_retention.clone(),
             instance: instance.clone(),
+            appends: metrics.audit_appends.clone(),
         },
     )
     .await
     .map_err(RunError::Audit)?;
 
+    let lost = match &election {
+        Some(e) => e.lost().boxed(),
+        None => std::future::pending().boxed(),
+    };
+    let lost = lost.shared();
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = lost => warn!("lost the lease: stopping"),
+            }
+        }
+    };
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let controller = Controller::new(api_keys, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .reconcile_on(wake_rx)
-        .graceful_shutdown_on(shutdown_signal());
+        .graceful_shutdown_on(stop);
+    let store = controller.store();
+    let _ = status.store.set(store.clone());
+    {
+        let status = status.clone();
+        tokio::spawn(async move {
+            // The store's readiness wakes only its most recent waiter (the
+            // controller's), so look again every so often rather than wait.
+            loop {
+                let wait =
+                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+                match wait.await {
+                    Ok(Ok(())) => {
+                        status.caches_synced.store(true, Ordering::Release);
+                        info!("caches synced; ready");
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
     let event_reporter = kube::runtime::events::Reporter {
         controller: "keymint".into(),
         instance: Some(instance),
@@ -81,6 +174,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Reporter {
             recorder: Recorder::new(client.clone(), event_reporter),
             audit,
+            metrics: metrics.clone(),
         },
         controller.store(),
         Api::<ConfigMap>::namespaced(client, &options.namespace),
@@ -107,6 +201,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             }
         })
         .await;
+    metrics.leader.set(0);
+    if let Some(election) = election {
+        // Lost the lease: exit with an error, and come back as a standby.
+        if lost.now_or_never().is_some() {
+            return Err(RunError::LostLeadership);
+        }
+        election.resign().await;
+    }
     info!("keymint stopped");
     Ok(())
 }

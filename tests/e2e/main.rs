@@ -10,6 +10,7 @@ mod crd_validation;
 mod deletion;
 mod exactly_once;
 mod expiry;
+mod ha;
 mod leaks;
 mod minting;
 mod quota;

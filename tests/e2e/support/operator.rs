@@ -37,8 +37,16 @@ impl Operator {
             "--watch-namespace",
             namespace,
         ]);
-        // Quick test defaults, unless `extra` sets the same flag.
-        for (flag, value) in [("--verify-interval", "2s"), ("--max-backoff", "2s")] {
+        // Test defaults, unless `extra` sets the same flag: quick
+        // verification and retries; a free port; no leader election, so that
+        // a test can kill an operator and start the next at once (the
+        // leader-election tests turn it on).
+        for (flag, value) in [
+            ("--verify-interval", "2s"),
+            ("--max-backoff", "2s"),
+            ("--http-addr", "127.0.0.1:0"),
+            ("--leader-elect", "false"),
+        ] {
             if !extra.contains(&flag) {
                 command.args([flag, value]);
             }
@@ -88,6 +96,39 @@ impl Operator {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The address of its HTTP server (/metrics, /healthz, /readyz), once it
+    /// has logged it.
+    pub async fn http_addr(&self) -> std::net::SocketAddr {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = self.log().lines().find_map(|line| {
+                let rest = line.split("serving /metrics").nth(1)?;
+                rest.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator never served HTTP:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 

@@ -1,0 +1,107 @@
+//! The HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process is
+//! alive) and `/readyz` (ready: caches synced when leading, or standing by).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+
+use crate::api::Phase;
+use crate::leader::Role;
+use crate::lifecycle::EXPIRING_SOON;
+use crate::metrics::Metrics;
+use crate::reconcile::GuardedApiKey;
+
+/// What the endpoints report on.
+pub struct Status {
+    pub metrics: Arc<Metrics>,
+    /// The leader's cache of ApiKeys, once it leads.
+    pub store: OnceLock<Store<GuardedApiKey>>,
+    pub caches_synced: AtomicBool,
+    pub role: watch::Receiver<Role>,
+}
+
+impl Status {
+    /// Ready when leading with synced caches, or standing by (ready to take
+    /// over); not while the role is unknown or caches are still filling.
+    pub fn ready(&self) -> bool {
+        match *self.role.borrow() {
+            Role::Leader => self.caches_synced.load(Ordering::Acquire),
+            Role::Standby => true,
+            Role::Unknown => false,
+        }
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, status: Arc<Status>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(status);
+    axum::serve(listener, app).await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    if status.ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    if let Some(store) = status.store.get() {
+        let (counts, expiring_soon) = count_keys(store);
+        status.metrics.set_key_counts(&counts, expiring_soon);
+    }
+    match status.metrics.encode() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Keys per phase in the cache, and how many Active keys expire soon.
+fn count_keys(store: &Store<GuardedApiKey>) -> (Vec<(Phase, i64)>, i64) {
+    let mut counts: Vec<(Phase, i64)> = Vec::new();
+    let mut expiring_soon = 0;
+    for guarded in store.state() {
+        let Ok(key) = &guarded.0 else {
+            continue;
+        };
+        let status = key.status.as_ref();
+        let phase = status.and_then(|s| s.phase).unwrap_or(Phase::Pending);
+        match counts.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((phase, 1)),
+        }
+        let soon = status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == EXPIRING_SOON && c.status == "True")
+        });
+        if phase == Phase::Active && soon {
+            expiring_soon += 1;
+        }
+    }
+    (counts, expiring_soon)
+}

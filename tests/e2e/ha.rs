@@ -188,12 +188,13 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration_and_no_key_is_min
         )
         .await;
     }
-    let seen = seen.lock().expect("lock");
-    assert_eq!(seen.len(), KEYS, "one Secret per key, none lost");
-    for (name, uids) in seen.iter() {
-        assert_eq!(uids.len(), 1, "Secret {name} was minted twice: {uids:?}");
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), KEYS, "one Secret per key, none lost");
+        for (name, uids) in seen.iter() {
+            assert_eq!(uids.len(), 1, "Secret {name} was minted twice: {uids:?}");
+        }
     }
-    drop(seen);
     ns.delete().await;
 }
 

@@ -96,8 +96,12 @@ pub enum AuditError {
 
 struct Request {
     drafts: Vec<Draft>,
-    done: oneshot::Sender<Result<(), AuditError>>,
+    /// Per draft: whether this append wrote it (false: already recorded).
+    done: oneshot::Sender<Result<Vec<bool>, AuditError>>,
 }
+
+/// The dedup keys a write appended.
+type Appended = Vec<(String, u64)>;
 
 /// What the stream is known to contain: the highest transition number
 /// recorded per ApiKey UID, for entries since `covered_from`.
@@ -129,7 +133,9 @@ impl AuditLog {
         let api: Api<ConfigMap> = Api::namespaced(client, &options.namespace);
         let names = segment_names(&api).await?;
         let mut index = Index::default();
+        let window = jiff::SignedDuration::try_from(TAIL_WINDOW).unwrap_or_default();
         let mut newest: Option<Timestamp> = None;
+        let mut oldest_read: Option<(u64, Timestamp)> = None;
         for name in names.iter().rev() {
             let Some(cm) = api.get_opt(name).await.map_err(write_error)? else {
                 continue;
@@ -138,26 +144,24 @@ impl AuditLog {
             for entry in &entries {
                 index.add(entry);
             }
-            if let Some(last) = entries
-                .last()
-                .and_then(|e| e.time.parse::<Timestamp>().ok())
-            {
-                newest = newest.or(Some(last));
-            }
-            let first = entries
-                .first()
-                .and_then(|e| e.time.parse::<Timestamp>().ok());
-            if let Some(first) = first {
-                index.covered_from = Some(first);
-                let window = jiff::SignedDuration::try_from(TAIL_WINDOW).unwrap_or_default();
-                if newest.is_some_and(|n| first <= n - window) {
+            let time = |e: Option<&Entry>| e.and_then(Entry::timestamp);
+            newest = newest.or(time(entries.last()));
+            if let (Some(first), Some(at)) = (entries.first(), time(entries.first())) {
+                oldest_read = Some((first.seq, at));
+                if newest.is_some_and(|n| at <= n - window) {
                     break;
                 }
             }
         }
-        if names.is_empty() {
-            index.covered_from = None;
-        }
+        // Entry times are when a reconcile began, and appends land in the
+        // order reconciles finish, so "older than the first entry read" does
+        // not mean "recorded". Only transitions older than the index reaches
+        // by a whole TAIL_WINDOW are taken as recorded; having read the
+        // stream back to entry 1, nothing is.
+        index.covered_from = match oldest_read {
+            Some((1, _)) | None => None,
+            Some((_, at)) => Some(at - window),
+        };
         info!(
             segments = names.len(),
             indexed_keys = index.recorded.len(),
@@ -190,10 +194,12 @@ impl AuditLog {
         index.covered_from.is_some_and(|from| at < from)
     }
 
-    /// Appends `drafts` (in order) and returns once they are durable.
-    pub async fn append(&self, drafts: Vec<Draft>) -> Result<(), AuditError> {
+    /// Appends `drafts` (in order) and returns once they are durable: for
+    /// each draft, whether it was written now (false: the stream already
+    /// had it — appended by an earlier attempt or another instance).
+    pub async fn append(&self, drafts: Vec<Draft>) -> Result<Vec<bool>, AuditError> {
         if drafts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (done, wait) = oneshot::channel();
         self.tx
@@ -240,7 +246,14 @@ impl Appender {
                 warn!(error = %e, "audit append failed; the transitions will be retried");
             }
             for request in batch {
-                let _ = request.done.send(result.clone());
+                let outcome = result.as_ref().map_err(Clone::clone).map(|appended| {
+                    request
+                        .drafts
+                        .iter()
+                        .map(|d| appended.contains(&(d.uid.clone(), d.transition)))
+                        .collect()
+                });
+                let _ = request.done.send(outcome);
             }
         }
         debug!("audit appender stopped");
@@ -248,7 +261,7 @@ impl Appender {
 
     /// Appends `drafts` with one ConfigMap write (two when the head segment
     /// is full: seal it, create the next), retrying lost races.
-    async fn write(&mut self, drafts: Vec<Draft>) -> Result<(), AuditError> {
+    async fn write(&mut self, drafts: Vec<Draft>) -> Result<Appended, AuditError> {
         for _ in 0..CAS_ATTEMPTS {
             let segment = self.read_head().await?;
             let recorded: Vec<(String, u64)> = audit::parse_segment(&segment.content)
@@ -272,7 +285,7 @@ impl Appender {
                     .collect()
             };
             if fresh.is_empty() {
-                return Ok(());
+                return Ok(Appended::new());
             }
             let mut head = segment.head.clone();
             let mut entries = Vec::with_capacity(fresh.len());
@@ -306,7 +319,7 @@ impl Appender {
                     if full {
                         self.prune().await;
                     }
-                    return Ok(());
+                    return Ok(entries.iter().map(Entry::dedup_key).collect());
                 }
                 Err(PutError::Race) => continue,
                 Err(PutError::Failed(e)) => return Err(AuditError::Write(e)),
@@ -342,6 +355,15 @@ impl Appender {
                 segment: self.head_name.clone(),
                 reason: e.to_string(),
             })?;
+            // Whatever another instance appended since this one last wrote
+            // is in the segments read here: index it, so that it is never
+            // appended twice.
+            {
+                let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                for entry in &entries {
+                    index.add(entry);
+                }
+            }
             let head = match entries.last() {
                 Some(last) => Head::of(last),
                 None => prev_head(&cm).unwrap_or(chain_from),
@@ -472,7 +494,7 @@ impl Appender {
             &through,
             doomed.len(),
         );
-        if let Err(e) = Box::pin(self.write(vec![draft])).await {
+        if let Err(e) = Box::pin(self.write(vec![draft])).await.map(drop) {
             warn!(error = %e, "could not record pruning; keeping the segments");
             return;
         }

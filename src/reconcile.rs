@@ -185,6 +185,10 @@ async fn reconcile_guarded(obj: Arc<GuardedApiKey>, ctx: &Arc<Context>) -> Resul
             Ok(action)
         }
         Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        // Another instance finished the deletion first: nothing left to do.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
+            Ok(Action::await_change())
+        }
         Err(
             finalizer::Error::AddFinalizer(kube::Error::Api(s))
             | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)),

@@ -57,10 +57,14 @@ impl Reporter {
                 )
             })
             .collect();
-        self.audit.append(drafts).await?;
-        for (report, _) in &reports {
-            self.count(api_key, *report);
-            self.event(api_key, status, *report).await;
+        let appended = self.audit.append(drafts).await?;
+        // Only transitions this call recorded get their Event: one that the
+        // stream already had was reported by whoever recorded it.
+        for ((report, _), new) in reports.iter().zip(appended) {
+            if new {
+                self.count(api_key, *report);
+                self.event(api_key, status, *report).await;
+            }
         }
         Ok(())
     }
@@ -109,9 +113,10 @@ impl Reporter {
         let now = audit::format_time(Timestamp::now());
         if !self.audit.is_recorded(&uid, number, Timestamp::now()) {
             let entry = draft(api_key, &status, report, number, &now, &self.audit.instance);
-            self.audit.append(vec![entry]).await?;
+            if self.audit.append(vec![entry]).await?.first() == Some(&true) {
+                self.event(api_key, &status, report).await;
+            }
         }
-        self.event(api_key, &status, report).await;
         Ok(())
     }
 

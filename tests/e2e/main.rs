@@ -4,6 +4,8 @@
 
 mod support;
 
+mod audit_exactly_once;
+mod audit_stream;
 mod calm;
 mod control_plane;
 mod crd_validation;

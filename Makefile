@@ -6,9 +6,13 @@ CP_BIN     := $(CP_DIR)/bin
 CP_STAMP   := $(CP_BIN)/.built
 CP_SOURCES := tests/controlplane/go.mod tests/controlplane/go.sum tests/controlplane/build.sh $(wildcard tests/controlplane/launcher/*.go)
 KUBECTL    := $(CP_BIN)/kubectl
+HELM       := $(CP_BIN)/helm
+TOOLS_SOURCES := tests/tools/go.mod tests/tools/go.sum tests/tools/build.sh
+IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CONTAINER_ENGINE ?= docker
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build test unit-test e2e-test lint fmt crds controlplane cluster-up cluster-down run demo clean
+.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools image cluster-up cluster-down run demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -16,13 +20,14 @@ help: ## list the targets
 build: ## build the keymint binary (debug)
 	$(CARGO) build
 
-test: controlplane ## unit tests and end-to-end tests against a real local control plane
+test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
 	$(CARGO) test --all-targets
 
-lint: ## cargo fmt --check, clippy with warnings as errors, go vet
+lint: tools ## cargo fmt --check, clippy with warnings as errors, go vet, helm lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	cd tests/controlplane && test -z "$$(gofmt -l launcher)" && go vet ./launcher
+	$(HELM) lint --strict charts/keymint
 
 fmt: ## format Rust and Go sources
 	$(CARGO) fmt
@@ -35,6 +40,14 @@ controlplane: $(CP_STAMP) ## build kube-apiserver, kube-controller-manager, kube
 
 $(CP_STAMP): $(CP_SOURCES)
 	tests/controlplane/build.sh $(CP_BIN)
+
+tools: $(HELM) ## build helm (tests/tools, its own Go module) into target/controlplane/bin
+
+$(HELM): $(TOOLS_SOURCES)
+	tests/tools/build.sh $(CP_BIN)
+
+image: ## build the container image (IMAGE=keymint:VERSION; needs a container engine: CONTAINER_ENGINE=docker|podman)
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 cluster-up: controlplane ## start the local control plane in the background; kubeconfig in target/controlplane/kubeconfig
 	@if [ -f $(CP_DIR)/pid ] && kill -0 $$(cat $(CP_DIR)/pid) 2>/dev/null; then \

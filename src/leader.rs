@@ -182,7 +182,11 @@ async fn observe(
     released: Arc<Notify>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(leases, config).applied_objects().boxed();
+    // Back off on errors (a missing RBAC rule must not turn into a hot loop).
+    let mut events = watcher(leases, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     while let Some(event) = events.next().await {
         let Ok(lease) = event else {
             continue;

@@ -10,6 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-$here/../../target/controlplane/bin}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)" # absolute: the build runs from this directory
 cd "$here"
 echo "building the local control plane into $out (cold: ~6 min on 2 cores; cached afterwards)" >&2
 # Stamp the real version: without it the binaries report v0.0.0-master and

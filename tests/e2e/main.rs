@@ -15,6 +15,7 @@ mod expiry;
 mod ha;
 mod leaks;
 mod minting;
+mod packaging;
 mod quota;
 mod robustness;
 mod verification;

@@ -1,0 +1,1232 @@
+//! Production packaging: the Helm chart in `charts/keymint` renders objects
+//! the real API server accepts, its pod meets the "restricted" Pod Security
+//! Standard, its RBAC is least privilege (the operator can never list, watch
+//! or update Secrets), its owner-binding admission policy refuses ApiKeys for
+//! someone else unless the requester is granted `impersonate-owner`, and the
+//! operator never writes an ApiKey's spec (no drift for GitOps tools).
+//!
+//! helm is built from its Go module (tests/tools) into
+//! target/controlplane/bin/helm; `make test` does that first, and a test
+//! builds it on first use otherwise.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use keymint::api::{ApiKey, Phase};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, WatchParams,
+};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::support::operator::Operator;
+use crate::support::{TestNamespace, control_plane, eventually, wait_for_phase};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const CHART: &str = "charts/keymint";
+
+// ---------------------------------------------------------------------------
+// The chart on its own (no cluster)
+
+#[test]
+fn helm_lint_passes_and_the_values_schema_refuses_typos() {
+    let lint = helm(&["lint", "--strict", CHART]).expect("helm lint --strict passes");
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+
+    let typo = helm(&["template", "x", CHART, "--set", "replicaz=3"])
+        .expect_err("an unknown value is refused");
+    assert!(typo.contains("replicaz"), "{typo}");
+    let bad_duration = helm(&["template", "x", CHART, "--set", "config.expiryWarning=soon"])
+        .expect_err("a malformed duration is refused");
+    assert!(bad_duration.contains("expiryWarning"), "{bad_duration}");
+    let unelected = helm(&[
+        "template",
+        "x",
+        CHART,
+        "--set",
+        "leaderElection.enabled=false",
+    ])
+    .expect_err("two replicas without leader election are refused");
+    assert!(unelected.contains("leaderElection"), "{unelected}");
+}
+
+#[test]
+fn the_chart_ships_the_generated_crd() {
+    let generated = std::fs::read(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))
+        .expect("crds/apikeys.keymint.dev.yaml");
+    let shipped = std::fs::read(
+        Path::new(REPO)
+            .join(CHART)
+            .join("crds/apikeys.keymint.dev.yaml"),
+    )
+    .expect("the chart's crds/apikeys.keymint.dev.yaml");
+    assert!(
+        generated == shipped,
+        "charts/keymint/crds/apikeys.keymint.dev.yaml must be the generated crds/apikeys.keymint.dev.yaml (a symlink to it)"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// (a) Accepted by the API server
+
+#[tokio::test]
+async fn the_chart_renders_objects_the_api_server_accepts() {
+    let ns = TestNamespace::new("chart").await;
+    let release = release_name(&ns);
+    let objects = render(&release, &ns.name, &["--include-crds"]);
+
+    let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
+    for expected in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(kinds.contains(expected), "no {expected} in {kinds:?}");
+    }
+    let deployment = find(&objects, "Deployment", &release);
+    assert_eq!(deployment["spec"]["replicas"], 2, "HA by default");
+    let args = container_args(deployment);
+    for arg in ["run", "--leader-elect=true", "--lease-name=keymint"] {
+        assert!(args.iter().any(|a| a == arg), "{arg} not in {args:?}");
+    }
+
+    for object in &objects {
+        dry_run(&ns.client, object, &ns.name).await;
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn chart_values_narrow_the_scope_and_switch_features() {
+    let ns = TestNamespace::new("chartvals").await;
+    let release = release_name(&ns);
+    let objects = render(
+        &release,
+        &ns.name,
+        &[
+            "--set",
+            &format!("config.watchNamespace={}", ns.name),
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "ownerBinding.enabled=false",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "config.maxKeysPerOwner=5",
+        ],
+    );
+    let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
+    assert!(!kinds.contains("ValidatingAdmissionPolicy"), "{kinds:?}");
+    assert!(!kinds.contains("ClusterRoleBinding"), "{kinds:?}");
+    // With a watch namespace, the operator's ApiKey and Secret rights are a
+    // Role there, not a ClusterRole; no Lease rights without election.
+    assert!(
+        objects
+            .iter()
+            .all(|o| !(kind_of(o) == "ClusterRole" && name_of(o) == release)),
+        "no cluster-wide role for the operator"
+    );
+    let roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| kind_of(o) == "Role" && name_of(o) == release)
+        .collect();
+    let rules = serde_json::to_string(&roles).expect("json");
+    assert!(
+        rules.contains("secrets") && !rules.contains("leases"),
+        "{rules}"
+    );
+    let args = container_args(find(&objects, "Deployment", &release));
+    for arg in [
+        "--leader-elect=false".to_string(),
+        format!("--watch-namespace={}", ns.name),
+        "--max-keys-per-owner=5".to_string(),
+    ] {
+        assert!(args.contains(&arg), "{arg} not in {args:?}");
+    }
+    let monitor = find(&objects, "ServiceMonitor", &release);
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
+
+    // Everything but the ServiceMonitor (its CRD belongs to
+    // prometheus-operator, absent here) is accepted.
+    for object in objects.iter().filter(|o| kind_of(o) != "ServiceMonitor") {
+        dry_run(&ns.client, object, &ns.name).await;
+    }
+    ns.delete().await;
+}
+
+// ---------------------------------------------------------------------------
+// (b) Pod Security Standard "restricted"
+
+#[tokio::test]
+async fn the_operator_pod_meets_the_restricted_pod_security_standard() {
+    let ns = TestNamespace::new("psa").await;
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(
+            &ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/warn-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("label the namespace restricted");
+    let release = release_name(&ns);
+    let objects = render(&release, &ns.name, &[]);
+    let deployment = find(&objects, "Deployment", &release).clone();
+
+    // What "restricted" requires, and a read-only root filesystem besides.
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod_spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod_spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod_spec["containers"][0]["securityContext"];
+    assert_eq!(container["allowPrivilegeEscalation"], false);
+    assert_eq!(container["readOnlyRootFilesystem"], true);
+    assert_eq!(container["capabilities"]["drop"], json!(["ALL"]));
+
+    // The PodSecurity admission plugin judges a Deployment's pod template in
+    // warn mode: a clean template draws no warning.
+    let warnings = dry_run_create_warnings(&ns.client, &ns.name, &deployment).await;
+    assert!(warnings.is_empty(), "PodSecurity warnings: {warnings:?}");
+
+    // It enforces on Pods: a Pod made from the template is admitted (its
+    // ServiceAccount must exist for that).
+    let service_account = find(&objects, "ServiceAccount", &release);
+    create(&ns.client, service_account, &ns.name).await;
+    let pods: Api<Pod> = ns.api();
+    let pod = pod_from_template(&deployment);
+    pods.create(
+        &PostParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &pod,
+    )
+    .await
+    .expect("a Pod from the chart's template is admitted in a restricted namespace");
+
+    // Control: the namespace really enforces (a weakened copy is refused and
+    // its Deployment warned about).
+    let mut weak = deployment.clone();
+    weak["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] =
+        json!(true);
+    let err = pods
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &pod_from_template(&weak),
+        )
+        .await
+        .expect_err("a Pod allowing privilege escalation is refused");
+    assert!(
+        err.to_string()
+            .contains("violates PodSecurity \"restricted"),
+        "{err}"
+    );
+    let warnings = dry_run_create_warnings(&ns.client, &ns.name, &weak).await;
+    assert!(
+        warnings.iter().any(|w| w.contains("PodSecurity")),
+        "{warnings:?}"
+    );
+    ns.delete().await;
+}
+
+// ---------------------------------------------------------------------------
+// (c) Least privilege
+
+#[tokio::test]
+async fn the_operator_service_account_cannot_list_watch_or_update_secrets() {
+    let ns = TestNamespace::new("rbac").await;
+    let release = release_name(&ns);
+    let objects = render(
+        &release,
+        &ns.name,
+        &["--set", "serviceAccount.name=keymint"],
+    );
+    let installed = install_operator_rbac(&ns, &objects, &release).await;
+    let (user, groups) = service_account_identity(&ns);
+
+    let here = Some(ns.name.as_str());
+    let elsewhere = Some("default");
+    let checks = [
+        // Secrets: get, create, delete anywhere ApiKeys live; nothing else.
+        (Check::new("get", "", "secrets", elsewhere), true),
+        (Check::new("create", "", "secrets", elsewhere), true),
+        (Check::new("delete", "", "secrets", elsewhere), true),
+        (Check::new("list", "", "secrets", here), false),
+        (Check::new("list", "", "secrets", None), false),
+        (Check::new("watch", "", "secrets", here), false),
+        (Check::new("watch", "", "secrets", None), false),
+        (Check::new("update", "", "secrets", here), false),
+        (Check::new("patch", "", "secrets", here), false),
+        (Check::new("deletecollection", "", "secrets", here), false),
+        // ApiKeys: read and watch, finalizer and status; never create one.
+        (Check::new("list", "keymint.dev", "apikeys", None), true),
+        (Check::new("watch", "keymint.dev", "apikeys", None), true),
+        (
+            Check::new("patch", "keymint.dev", "apikeys", elsewhere),
+            true,
+        ),
+        (
+            Check::new("patch", "keymint.dev", "apikeys", elsewhere).sub("status"),
+            true,
+        ),
+        (
+            Check::new("update", "keymint.dev", "apikeys", elsewhere).sub("finalizers"),
+            true,
+        ),
+        (
+            Check::new("create", "keymint.dev", "apikeys", elsewhere),
+            false,
+        ),
+        (
+            Check::new("delete", "keymint.dev", "apikeys", elsewhere),
+            false,
+        ),
+        (
+            Check::new("impersonate-owner", "keymint.dev", "apikeys", elsewhere),
+            false,
+        ),
+        // Events through events.k8s.io, as kube's Recorder writes them.
+        (
+            Check::new("create", "events.k8s.io", "events", elsewhere),
+            true,
+        ),
+        (
+            Check::new("patch", "events.k8s.io", "events", elsewhere),
+            true,
+        ),
+        (
+            Check::new("delete", "events.k8s.io", "events", elsewhere),
+            false,
+        ),
+        // ConfigMaps (ledgers, audit) and the Lease: its own namespace only.
+        (Check::new("create", "", "configmaps", here), true),
+        (Check::new("list", "", "configmaps", here), true),
+        (Check::new("update", "", "configmaps", here), true),
+        (Check::new("delete", "", "configmaps", here), true),
+        (Check::new("get", "", "configmaps", elsewhere), false),
+        (Check::new("list", "", "configmaps", None), false),
+        (
+            Check::new("create", "coordination.k8s.io", "leases", here),
+            true,
+        ),
+        (
+            Check::new("update", "coordination.k8s.io", "leases", here).name("keymint"),
+            true,
+        ),
+        (
+            Check::new("watch", "coordination.k8s.io", "leases", here).name("keymint"),
+            true,
+        ),
+        (
+            Check::new("update", "coordination.k8s.io", "leases", here).name("other"),
+            false,
+        ),
+        (
+            Check::new("list", "coordination.k8s.io", "leases", here),
+            false,
+        ),
+        (
+            Check::new("create", "coordination.k8s.io", "leases", elsewhere),
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (check, expected) in &checks {
+        if may(&ns.client, &user, &groups, check).await != *expected {
+            wrong.push(format!("{check:?}: expected allowed={expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
+
+    // The same, for real, as the ServiceAccount.
+    let sa = control_plane()
+        .as_service_account(&ns.name, "keymint")
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ns.name);
+    for (what, result) in [
+        ("list", secrets.list(&ListParams::default()).await.map(drop)),
+        (
+            "list in all namespaces",
+            Api::<Secret>::all(sa.clone())
+                .list(&ListParams::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "watch",
+            secrets.watch(&WatchParams::default(), "0").await.map(drop),
+        ),
+    ] {
+        assert!(
+            matches!(&result, Err(kube::Error::Api(s)) if s.code == 403),
+            "{what}: {:?}",
+            result.err()
+        );
+    }
+    let probe: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "probe"}, "stringData": {"k": "v"}
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &probe)
+        .await
+        .expect("the operator may create a Secret");
+    let got = secrets.get("probe").await.expect("and get it");
+    let err = secrets
+        .patch(
+            "probe",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect_err("but not patch it");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    let err = secrets
+        .replace("probe", &PostParams::default(), &got)
+        .await
+        .expect_err("nor update it");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    secrets
+        .delete("probe", &DeleteParams::default())
+        .await
+        .expect("and may delete it");
+
+    delete_cluster_scoped(&ns.client, &installed).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_operator_works_with_only_the_charts_rbac() {
+    let ns = TestNamespace::new("chartrun").await;
+    let release = release_name(&ns);
+    // The chart's default (cluster-wide) RBAC; the process itself watches
+    // only this namespace, so it leaves other tests' ApiKeys alone.
+    let objects = render(
+        &release,
+        &ns.name,
+        &[
+            "--set",
+            "serviceAccount.name=keymint",
+            "--set-json",
+            &format!("extraArgs=[\"--watch-namespace={}\"]", ns.name),
+        ],
+    );
+    let installed = install_operator_rbac(&ns, &objects, &release).await;
+
+    // `keymint run` with the Deployment's own arguments (but a free port)
+    // and environment, as the chart's ServiceAccount.
+    let args: Vec<String> = container_args(find(&objects, "Deployment", &release))
+        .into_iter()
+        .map(|a| match a.starts_with("--http-addr=") {
+            true => "--http-addr=127.0.0.1:0".to_string(),
+            false => a,
+        })
+        .collect();
+    let operator = ChartOperator::start(&ns, &args);
+    let addr = operator.http_addr().await;
+    assert_eq!(http_get(addr, "/healthz").0, 200, "liveness probe path");
+    eventually(Duration::from_secs(20), || async {
+        http_get(addr, "/readyz").0 == 200
+    })
+    .await;
+
+    let api: Api<ApiKey> = ns.api();
+    api.create(
+        &PostParams::default(),
+        &crate::support::api_key("least-privilege", "payments", "alice@example.com"),
+    )
+    .await
+    .expect("create");
+    wait_for_phase(
+        &api,
+        "least-privilege",
+        Phase::Active,
+        Duration::from_secs(30),
+    )
+    .await;
+    let secrets: Api<Secret> = ns.api();
+    secrets.get("least-privilege").await.expect("its Secret");
+    eventually(Duration::from_secs(10), || async {
+        crate::support::events_for(&ns.client, &ns.name, "least-privilege")
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "Minted")
+    })
+    .await;
+    let segments =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ns.client.clone(), &ns.name)
+            .list(&ListParams::default().labels("keymint.dev/audit=segment"))
+            .await
+            .expect("list audit segments");
+    assert!(!segments.items.is_empty(), "an audit segment was written");
+    let lease =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(ns.client.clone(), &ns.name)
+            .get("keymint")
+            .await
+            .expect("the leader-election Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(ChartOperator::POD_NAME)
+    );
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("keymint_leader"), "{metrics}");
+
+    api.delete("least-privilege", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(Duration::from_secs(30), || async {
+        api.get_opt("least-privilege").await.expect("get").is_none()
+            && secrets
+                .get_opt("least-privilege")
+                .await
+                .expect("get")
+                .is_none()
+    })
+    .await;
+
+    let log = operator.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{log}"
+    );
+    delete_cluster_scoped(&ns.client, &installed).await;
+    ns.delete().await;
+}
+
+// ---------------------------------------------------------------------------
+// (d) Owner binding at admission
+
+#[tokio::test]
+async fn owner_binding_admits_own_keys_and_granted_impersonators_only() {
+    let ns = TestNamespace::new("owner").await;
+    let release = release_name(&ns);
+    // The cluster is shared by parallel tests: bind the policy to this
+    // namespace only.
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
+    let objects = render(
+        &release,
+        &ns.name,
+        &[
+            "--set-json",
+            &format!("ownerBinding.namespaceSelector={selector}"),
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    let edit = format!("{release}-edit");
+    let impersonate = format!("{release}-impersonate-owner");
+    let installed: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            [
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ]
+            .contains(&kind_of(o))
+                || (kind_of(o) == "ClusterRole"
+                    && [edit.as_str(), impersonate.as_str()].contains(&name_of(o)))
+        })
+        .collect();
+    assert_eq!(installed.len(), 4, "policy, binding, two ClusterRoles");
+    for object in &installed {
+        create(&ns.client, object, &ns.name).await;
+    }
+    // bob may create ApiKeys here; carol may too, and is granted
+    // impersonate-owner (a RoleBinding: the grant is per namespace).
+    for (subject, role) in [
+        ("bob@example.com", &edit),
+        ("carol@example.com", &edit),
+        ("carol@example.com", &impersonate),
+    ] {
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"generateName": "grant-", "namespace": ns.name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": subject}],
+        });
+        create(&ns.client, &binding, &ns.name).await;
+    }
+
+    let bob: Api<ApiKey> = Api::namespaced(
+        control_plane().as_user("bob@example.com", &[]).await,
+        &ns.name,
+    );
+    let carol: Api<ApiKey> = Api::namespaced(
+        control_plane().as_user("carol@example.com", &[]).await,
+        &ns.name,
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // The policy and RBAC take effect asynchronously: poll with a dry run
+    // until bob's key for alice is refused by the policy.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = bob
+            .create(
+                &dry,
+                &crate::support::api_key("probe", "payments", "alice@example.com"),
+            )
+            .await;
+        if matches!(&attempt, Err(kube::Error::Api(s)) if s.message.contains("spec.owner")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the owner binding is not enforced after 30s; last attempt: {:?}",
+            attempt.map(|k| k.spec.owner)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let groups = ["system:authenticated".to_string()];
+    let granted = Check::new(
+        "impersonate-owner",
+        "keymint.dev",
+        "apikeys",
+        Some(&ns.name),
+    );
+    eventually(Duration::from_secs(30), || async {
+        may(&ns.client, "carol@example.com", &groups, &granted).await
+    })
+    .await;
+
+    // A plain user: refused for another owner, admitted for itself.
+    let err = bob
+        .create(
+            &PostParams::default(),
+            &crate::support::api_key("for-alice", "payments", "alice@example.com"),
+        )
+        .await
+        .expect_err("bob cannot create a key owned by alice");
+    let kube::Error::Api(status) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code, 403, "{status:?}");
+    for words in ["spec.owner", "bob@example.com", "impersonate-owner"] {
+        assert!(status.message.contains(words), "{}", status.message);
+    }
+    bob.create(
+        &PostParams::default(),
+        &crate::support::api_key("bobs-own", "payments", "bob@example.com"),
+    )
+    .await
+    .expect("bob creates his own key");
+
+    // A granted user (think: the GitOps controller) creates keys for others.
+    carol
+        .create(
+            &PostParams::default(),
+            &crate::support::api_key("for-alice", "payments", "alice@example.com"),
+        )
+        .await
+        .expect("carol, granted impersonate-owner, creates a key for alice");
+    // Cluster admins are granted every verb, impersonate-owner included.
+    Api::<ApiKey>::namespaced(ns.client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &crate::support::api_key("by-admin", "payments", "dave@example.com"),
+        )
+        .await
+        .expect("a cluster admin creates a key for dave");
+    // Updates that keep the owner (edits, finalizers) are not the policy's
+    // business: bob may edit the description of alice's key here.
+    bob.patch(
+        "for-alice",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"description": "rotated monthly"}})),
+    )
+    .await
+    .expect("an update that keeps the owner is admitted");
+
+    delete_cluster_scoped(&ns.client, &installed).await;
+    ns.delete().await;
+}
+
+// ---------------------------------------------------------------------------
+// (e) GitOps: no drift
+
+#[tokio::test]
+async fn the_operator_never_writes_an_api_key_spec() {
+    let ns = TestNamespace::new("gitops").await;
+    let api: Api<ApiKey> = ns.api();
+    let manifest = json!({
+        "apiVersion": "keymint.dev/v1alpha1",
+        "kind": "ApiKey",
+        "metadata": {
+            "name": "gitops-key",
+            "namespace": ns.name,
+            "labels": {"app.kubernetes.io/instance": "payments"},
+            "annotations": {
+                "argocd.argoproj.io/tracking-id": format!("payments:keymint.dev/ApiKey:{}/gitops-key", ns.name)
+            },
+        },
+        "spec": {
+            "project": "payments",
+            "owner": "alice@example.com",
+            "description": "deployed by Argo CD",
+            "expiresAt": "2099-01-31T00:00:00Z",
+            "secretName": "payments-gitops",
+            "secretTemplate": {"labels": {"team": "payments"}},
+        },
+    });
+    let argocd = PatchParams::apply("argocd");
+    api.patch("gitops-key", &argocd, &Patch::Apply(&manifest))
+        .await
+        .expect("server-side apply as argocd");
+
+    let _operator = Operator::start(&ns.name, &[]);
+    wait_for_phase(&api, "gitops-key", Phase::Active, Duration::from_secs(20)).await;
+    // Let a verification cycle (every 2 s in tests) pass too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::erase::<ApiKey>(&()),
+    );
+    let live = raw.get("gitops-key").await.expect("get");
+    assert_eq!(
+        serde_json::to_string(&live.data["spec"]).expect("json"),
+        serde_json::to_string(&manifest["spec"]).expect("json"),
+        "the spec is exactly what was applied"
+    );
+    assert_eq!(live.metadata.generation, Some(1), "spec never written");
+    assert!(
+        live.finalizers().iter().any(|f| f == "keymint.dev/cleanup"),
+        "keymint did its work: {:?}",
+        live.finalizers()
+    );
+
+    // managedFields: nobody but argocd owns anything under spec; keymint
+    // owns the status and its finalizer.
+    let managed = live.metadata.managed_fields.clone().unwrap_or_default();
+    let describe = serde_json::to_string_pretty(&managed).expect("json");
+    for entry in &managed {
+        let fields = entry
+            .fields_v1
+            .as_ref()
+            .map(|f| &f.0)
+            .cloned()
+            .unwrap_or_default();
+        let manager = entry.manager.as_deref().unwrap_or_default();
+        if manager == "argocd" {
+            assert!(fields.get("f:spec").is_some(), "{describe}");
+        } else {
+            assert!(
+                fields.get("f:spec").is_none(),
+                "{manager} owns spec fields: {describe}"
+            );
+        }
+    }
+    let owns = |subresource: Option<&str>, path: &[&str]| {
+        managed.iter().any(|e| {
+            e.manager.as_deref() == Some("keymint")
+                && e.subresource.as_deref() == subresource
+                && path
+                    .iter()
+                    .try_fold(e.fields_v1.as_ref().map(|f| &f.0), |v, k| {
+                        v.and_then(|v| v.get(*k)).map(Some)
+                    })
+                    .flatten()
+                    .is_some()
+        })
+    };
+    assert!(owns(Some("status"), &["f:status", "f:phase"]), "{describe}");
+    assert!(owns(None, &["f:metadata", "f:finalizers"]), "{describe}");
+
+    // Argo CD's server-side diff (a dry-run apply) sees nothing to change,
+    // and a real re-apply is a no-op.
+    let diff = raw
+        .patch(
+            "gitops-key",
+            &argocd.clone().dry_run(),
+            &Patch::Apply(&manifest),
+        )
+        .await
+        .expect("dry-run apply");
+    assert_eq!(diff.data["spec"], manifest["spec"]);
+    assert_eq!(diff.metadata.generation, Some(1));
+    let again = raw
+        .patch("gitops-key", &argocd, &Patch::Apply(&manifest))
+        .await
+        .expect("re-apply");
+    assert_eq!(
+        again.metadata.resource_version, live.metadata.resource_version,
+        "re-applying the same manifest writes nothing"
+    );
+
+    // The ApiKey's own (tracking) labels are not copied onto the Secret, so
+    // Argo CD never takes the Secret for part of its app and prunes it.
+    let secret: Secret = ns.api().get("payments-gitops").await.expect("Secret");
+    assert!(
+        !secret.labels().contains_key("app.kubernetes.io/instance"),
+        "{:?}",
+        secret.labels()
+    );
+    assert_eq!(
+        secret.labels().get("team").map(String::as_str),
+        Some("payments")
+    );
+    ns.delete().await;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// helm, built from tests/tools on first use.
+fn helm_binary() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let path = Path::new(REPO).join("target/controlplane/bin/helm");
+        if !path.exists() {
+            eprintln!("building helm (first run only; see tests/tools/build.sh)");
+            let status = Command::new(Path::new(REPO).join("tests/tools/build.sh"))
+                .status()
+                .expect("run tests/tools/build.sh");
+            assert!(status.success(), "building helm failed");
+        }
+        path
+    })
+}
+
+/// Runs helm in the repository; stdout on success, stderr on failure.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let output = Command::new(helm_binary())
+        .args(args)
+        .current_dir(REPO)
+        .output()
+        .expect("run helm");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// `helm template` of the chart as `release` into `namespace`: the objects.
+fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    let yaml = helm(&args).unwrap_or_else(|e| panic!("helm template: {e}"));
+    serde_norway::Deserializer::from_str(&yaml)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A release name of this test's own, so cluster-scoped objects never clash.
+fn release_name(ns: &TestNamespace) -> String {
+    let suffix = ns.name.rsplit('-').next().expect("suffix");
+    format!("keymint-{suffix}")
+}
+
+fn kind_of(object: &Value) -> &str {
+    object["kind"].as_str().expect("kind")
+}
+
+fn name_of(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| kind_of(o) == kind && name_of(o) == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn container_args(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+/// A Pod with the Deployment's pod template.
+fn pod_from_template(deployment: &Value) -> Pod {
+    let template = &deployment["spec"]["template"];
+    serde_json::from_value(json!({
+        "metadata": {"name": "keymint-probe", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }))
+    .expect("a Pod")
+}
+
+/// The API for an arbitrary object, found by discovery.
+async fn api_for(client: &Client, object: &Value, namespace: &str) -> Api<DynamicObject> {
+    let api_version = object["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind_of(object));
+    let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
+    match capabilities.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+        Scope::Namespaced => {
+            let ns = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(namespace);
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+    }
+}
+
+/// Server-side dry run: created (or, for a CRD that already exists,
+/// applied) with dryRun=All, so every admission step runs and nothing is
+/// stored.
+async fn dry_run(client: &Client, object: &Value, namespace: &str) {
+    let api = api_for(client, object, namespace).await;
+    let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+    let what = format!("{} {}", kind_of(object), name_of(object));
+    let result = if kind_of(object) == "CustomResourceDefinition" {
+        api.patch(
+            name_of(object),
+            &PatchParams::apply("keymint-tests").force().dry_run(),
+            &Patch::Apply(&dynamic),
+        )
+        .await
+    } else {
+        api.create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &dynamic,
+        )
+        .await
+    };
+    if let Err(e) = result {
+        panic!("the API server refused {what}: {e}");
+    }
+}
+
+/// Creates the object for real.
+async fn create(client: &Client, object: &Value, namespace: &str) {
+    let api = api_for(client, object, namespace).await;
+    let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+    api.create(&PostParams::default(), &dynamic)
+        .await
+        .unwrap_or_else(|e| panic!("create {} {}: {e}", kind_of(object), name_of(object)));
+}
+
+/// Deletes the cluster-scoped ones among `objects` (the namespace takes the
+/// rest with it).
+async fn delete_cluster_scoped(client: &Client, objects: &[&Value]) {
+    for object in objects {
+        if object["metadata"]["namespace"].is_null() && kind_of(object) != "ServiceAccount" {
+            let api = api_for(client, object, "").await;
+            api.delete(name_of(object), &DeleteParams::default())
+                .await
+                .unwrap_or_else(|e| panic!("delete {}: {e}", name_of(object)));
+        }
+    }
+}
+
+/// Creates `object` (a Deployment) with dryRun=All through a raw request, to
+/// read the API server's Warning headers, where PodSecurity reports what a
+/// workload's pod template would violate.
+async fn dry_run_create_warnings(client: &Client, namespace: &str, object: &Value) -> Vec<String> {
+    let request =
+        kube::core::Request::new(format!("/apis/apps/v1/namespaces/{namespace}/deployments"))
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                serde_json::to_vec(object).expect("json"),
+            )
+            .expect("request");
+    let response = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .expect("send");
+    assert!(
+        response.status().is_success(),
+        "dry-run create of the Deployment: {}",
+        response.status()
+    );
+    response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// One authorization question for a SubjectAccessReview.
+#[derive(Debug)]
+struct Check {
+    verb: String,
+    group: String,
+    resource: String,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+impl Check {
+    fn new(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Check {
+        Check {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: None,
+            namespace: namespace.map(Into::into),
+            name: None,
+        }
+    }
+
+    fn sub(mut self, subresource: &str) -> Check {
+        self.subresource = Some(subresource.into());
+        self
+    }
+
+    fn name(mut self, name: &str) -> Check {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// Creates the operator's own RBAC from the rendered chart (not the
+/// user-facing ClusterRoles): its ServiceAccount, ClusterRole(Binding) and
+/// Role(Binding). Waits until the authorizer has them; returns them.
+async fn install_operator_rbac<'a>(
+    ns: &TestNamespace,
+    objects: &'a [Value],
+    release: &str,
+) -> Vec<&'a Value> {
+    let installed: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            kind_of(o) == "ServiceAccount"
+                || (["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+                    .contains(&kind_of(o))
+                    && name_of(o) == release)
+        })
+        .collect();
+    assert_eq!(
+        installed.len(),
+        5,
+        "SA, ClusterRole(Binding), Role(Binding)"
+    );
+    for object in &installed {
+        create(&ns.client, object, &ns.name).await;
+    }
+    // RBAC reaches the authorizer through an informer: wait until it has.
+    let (user, groups) = service_account_identity(ns);
+    let here = Some(ns.name.as_str());
+    eventually(Duration::from_secs(30), || async {
+        may(
+            &ns.client,
+            &user,
+            &groups,
+            &Check::new("create", "", "secrets", here),
+        )
+        .await
+            && may(
+                &ns.client,
+                &user,
+                &groups,
+                &Check::new("create", "", "configmaps", here),
+            )
+            .await
+    })
+    .await;
+    installed
+}
+
+/// The user and groups of the ServiceAccount `keymint` in the test namespace.
+fn service_account_identity(ns: &TestNamespace) -> (String, Vec<String>) {
+    (
+        format!("system:serviceaccount:{}:keymint", ns.name),
+        vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{}", ns.name),
+            "system:authenticated".to_string(),
+        ],
+    )
+}
+
+/// `keymint run` as the chart runs it: the ServiceAccount `keymint` of the
+/// test namespace (the admin kubeconfig, impersonating it), KEYMINT_NAMESPACE
+/// and POD_NAME as the downward API sets them.
+struct ChartOperator {
+    child: std::process::Child,
+    log_path: PathBuf,
+}
+
+impl ChartOperator {
+    const POD_NAME: &'static str = "keymint-7d9f8-abcde";
+
+    fn start(ns: &TestNamespace, args: &[String]) -> ChartOperator {
+        use std::os::unix::process::CommandExt;
+        let dir = control_plane()
+            .kubeconfig()
+            .parent()
+            .map_or_else(std::env::temp_dir, PathBuf::from)
+            .join("operators");
+        std::fs::create_dir_all(&dir).expect("operator directory");
+        let (user, groups) = service_account_identity(ns);
+        let admin = std::fs::read_to_string(control_plane().kubeconfig()).expect("kubeconfig");
+        let mut kubeconfig: Value = serde_norway::from_str(&admin).expect("kubeconfig YAML");
+        for entry in kubeconfig["users"].as_array_mut().expect("users") {
+            entry["user"]["as"] = json!(user);
+            entry["user"]["as-groups"] = json!(groups);
+        }
+        let kubeconfig_path = dir.join(format!("{}-sa.kubeconfig", ns.name));
+        std::fs::write(
+            &kubeconfig_path,
+            serde_norway::to_string(&kubeconfig).expect("YAML"),
+        )
+        .expect("write kubeconfig");
+        let log_path = dir.join(format!("{}-chart.log", ns.name));
+        let log = std::fs::File::create(&log_path).expect("log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+        command
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig_path)
+            .env("KEYMINT_NAMESPACE", &ns.name)
+            .env("POD_NAME", Self::POD_NAME)
+            .env("RUST_LOG", "keymint=debug,kube=info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; the kernel SIGKILLs the
+        // operator if the thread that started it goes away.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start keymint run");
+        ChartOperator { child, log_path }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The address it serves /metrics, /healthz and /readyz on, from its log.
+    async fn http_addr(&self) -> std::net::SocketAddr {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // The chart asks for JSON logs: {"fields":{"message":"serving
+            // /metrics, ...","addr":"127.0.0.1:PORT"}}.
+            let found = self.log().lines().find_map(|line| {
+                let entry: Value = serde_json::from_str(line).ok()?;
+                let fields = &entry["fields"];
+                let serving = fields["message"].as_str()?.starts_with("serving /metrics");
+                serving.then(|| fields["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator never served HTTP:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ChartOperator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Whether the API server's authorizer allows `user` (in `groups`) `check`.
+async fn may(client: &Client, user: &str, groups: &[String], check: &Check) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            groups: Some(groups.to_vec()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(check.verb.clone()),
+                group: Some(check.group.clone()),
+                resource: Some(check.resource.clone()),
+                subresource: check.subresource.clone(),
+                namespace: check.namespace.clone(),
+                name: check.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}

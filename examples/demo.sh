@@ -26,6 +26,9 @@ printf '+ keymint run --namespace keymint-system --max-keys-per-owner 2 --expiry
 target/debug/keymint run --namespace keymint-system --max-keys-per-owner 2 --expiry-warning 1h >"$CP/operator.log" 2>&1 &
 echo $! >"$CP/operator.pid"
 
+# A re-run starts from a clean slate (the operator removes the old keys).
+"$kubectl" delete apikeys --all -n payments --wait=true --timeout=60s >/dev/null
+
 say "3. Alice's keys: two from examples/, a third over her quota, and one that expires in 5 seconds"
 for i in $(seq 1 50); do "$kubectl" apply -n payments -f examples/apikeys.yaml && break; sleep 0.2; done
 sleep 1 # let the two examples be older than the third, so the quota admits them first

@@ -206,6 +206,8 @@ pub struct ApiKeyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TransitionRecord {
     /// 1 for the ApiKey's first transition, then 2, 3, ...
+    // "uint64" is not a format the API server knows (it warns on apply).
+    #[schemars(extend("format" = "int64"))]
     pub number: u64,
     /// The audit action: minted, rejected, conflict, expiring-soon, expired,
     /// secret-lost, secret-tampered or secret-restored.

@@ -160,9 +160,11 @@ pub async fn run(args: AuditArgs) -> Result<(), AuditCliError> {
                 Ok(summary) => {
                     writeln!(
                         out,
-                        "ok: {} entries in {} segments verify ({}); checkpoint: {}:{}",
+                        "ok: {} entr{} in {} segment{} verify ({}); checkpoint: {}:{}",
                         summary.entries,
+                        if summary.entries == 1 { "y" } else { "ies" },
                         summary.segments,
+                        if summary.segments == 1 { "" } else { "s" },
                         match (summary.first_seq, summary.last_seq) {
                             (Some(f), Some(l)) => format!("entries {f} to {l}"),
                             _ => "empty".to_string(),

@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test module uses a different part of this kit
 
 pub mod apiserver_audit;
+pub mod chart;
 pub mod operator;
 
 use std::io::{BufRead, BufReader};
@@ -230,6 +231,9 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create the test namespace");
+        // The operator of this namespace runs as the chart's ServiceAccount,
+        // with the chart's RBAC and nothing more.
+        chart::install_operator_rbac(&client, &name).await;
         TestNamespace { name, client }
     }
 

@@ -17,9 +17,20 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `keymint run` scoped to `namespace` (it watches only that
-    /// namespace and keeps its quota ledgers there), with debug logs.
-    /// `extra` adds or overrides flags.
+    /// namespace and keeps its quota ledgers there), with debug logs, as the
+    /// chart's ServiceAccount of that namespace: with production's
+    /// privileges. `extra` adds or overrides flags.
     pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_with(namespace, extra, true)
+    }
+
+    /// As [`Operator::start`], but as cluster admin: for the few tests that
+    /// deliberately step outside what the chart grants.
+    pub fn start_as_admin(namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_with(namespace, extra, false)
+    }
+
+    fn start_with(namespace: &str, extra: &[&str], as_chart_service_account: bool) -> Operator {
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let dir = control_plane()
             .kubeconfig()
@@ -53,7 +64,17 @@ impl Operator {
         }
         command
             .args(extra)
-            .env("KUBECONFIG", control_plane().kubeconfig())
+            .env(
+                "KUBECONFIG",
+                match as_chart_service_account {
+                    true => super::chart::operator_kubeconfig(
+                        control_plane().kubeconfig(),
+                        &dir,
+                        namespace,
+                    ),
+                    false => control_plane().kubeconfig().to_path_buf(),
+                },
+            )
             .env("RUST_LOG", "keymint=debug,kube=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

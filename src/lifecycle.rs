@@ -77,6 +77,14 @@ pub fn decide(
     }
 }
 
+/// A minted key as status records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub key_hash: String,
+    pub minted_at: Option<Timestamp>,
+}
+
 /// The result of acting on a [`Step`]: what the status should say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -103,6 +111,10 @@ pub const EXPIRING_SOON: &str = "ExpiringSoon";
 /// Everything the status depends on besides the outcome.
 pub struct StatusInput<'a> {
     pub current: Option<&'a ApiKeyStatus>,
+    /// The key found in our Secret when the status has none recorded (the
+    /// operator stopped between creating the Secret and writing the status):
+    /// it was minted, whatever happens to it next.
+    pub unrecorded_key: Option<KeyRecord>,
     pub generation: Option<i64>,
     pub secret_name: &'a str,
     pub expires_at: Option<Timestamp>,
@@ -162,6 +174,14 @@ pub fn status(input: &StatusInput, outcome: &Outcome) -> ApiKeyStatus {
             Some(key_hash.clone()),
             current.minted_at.clone().or(minted_at.map(Time)),
         ),
+        _ if current.key_hash.is_none() && input.unrecorded_key.is_some() => {
+            let key = input.unrecorded_key.clone().unwrap_or_default();
+            (
+                Some(key.key_id),
+                Some(key.key_hash),
+                key.minted_at.map(Time),
+            )
+        }
         _ => (
             current.key_id.clone(),
             current.key_hash.clone(),
@@ -319,12 +339,20 @@ pub fn number_transitions(
 pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<Transition> {
     let mut out = Vec::new();
     let old_phase = before.and_then(|s| s.phase);
+    // A key recorded for the first time was minted, even if the same
+    // change also records what became of it (expired, tampered).
+    let minted = before.and_then(|s| s.key_hash.as_ref()).is_none() && after.key_hash.is_some();
+    if minted {
+        out.push(Transition::Minted);
+    }
     if old_phase != after.phase {
         match after.phase {
-            Some(Phase::Active) if old_phase == Some(Phase::SecretTampered) => {
+            Some(Phase::Active)
+                if matches!(old_phase, Some(Phase::SecretTampered | Phase::SecretLost)) =>
+            {
                 out.push(Transition::SecretRestored)
             }
-            Some(Phase::Active) => out.push(Transition::Minted),
+            Some(Phase::Active) => {} // minted, above
             Some(Phase::Rejected) => out.push(Transition::Rejected),
             Some(Phase::Conflict) => out.push(Transition::Conflict),
             Some(Phase::Expired) => out.push(Transition::Expired),
@@ -560,6 +588,7 @@ mod tests {
     ) -> StatusInput<'a> {
         StatusInput {
             current,
+            unrecorded_key: None,
             generation: Some(1),
             secret_name: "payments-ci",
             expires_at,
@@ -656,6 +685,37 @@ mod tests {
         let restored = status(&input(Some(&tampered), None, NOW), &self::active());
         assert_eq!(
             transitions(Some(&tampered), &restored),
+            vec![Transition::SecretRestored]
+        );
+    }
+
+    #[test]
+    fn a_key_found_unrecorded_at_expiry_is_reported_minted_then_expired() {
+        let key = KeyRecord {
+            key_id: "km_1".into(),
+            key_hash: "sha256:a".into(),
+            minted_at: Some(ts(NOW)),
+        };
+        let mut with_key = input(None, Some(ts(NOW)), NOW);
+        with_key.unrecorded_key = Some(key);
+        let expired = status(&with_key, &Outcome::Expired);
+        assert_eq!(expired.key_hash.as_deref(), Some("sha256:a"));
+        assert_eq!(
+            transitions(None, &expired),
+            vec![Transition::Minted, Transition::Expired]
+        );
+        // Never minted: only expired.
+        let never = status(&input(None, Some(ts(NOW)), NOW), &Outcome::Expired);
+        assert_eq!(transitions(None, &never), vec![Transition::Expired]);
+    }
+
+    #[test]
+    fn a_lost_secret_put_back_is_restored() {
+        let active = status(&input(None, None, NOW), &active());
+        let lost = status(&input(Some(&active), None, NOW), &Outcome::Lost);
+        let back = status(&input(Some(&lost), None, NOW), &self::active());
+        assert_eq!(
+            transitions(Some(&lost), &back),
             vec![Transition::SecretRestored]
         );
     }

@@ -286,6 +286,7 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     let mut desired = lifecycle::status(
         &StatusInput {
             current: status,
+            unrecorded_key: unrecorded_key(status, &observed),
             generation: api_key.metadata.generation,
             secret_name: &secret_name,
             expires_at,
@@ -549,6 +550,31 @@ fn adopted(observed: &Observed, key_hash: String) -> Outcome {
         key_id,
         key_hash,
         minted_at,
+    }
+}
+
+/// The key in our Secret when the status does not record one yet: minted
+/// by an attempt that stopped before writing the status.
+fn unrecorded_key(
+    status: Option<&ApiKeyStatus>,
+    observed: &Observed,
+) -> Option<lifecycle::KeyRecord> {
+    if status.and_then(|s| s.key_hash.as_ref()).is_some() {
+        return None;
+    }
+    match observed {
+        Observed::Ours {
+            content_hash,
+            annotated_hash,
+            key_id,
+            created,
+            ..
+        } => Some(lifecycle::KeyRecord {
+            key_id: key_id.clone().unwrap_or_default(),
+            key_hash: annotated_hash.clone().or_else(|| content_hash.clone())?,
+            minted_at: *created,
+        }),
+        _ => None,
     }
 }
 

@@ -220,6 +220,12 @@ async fn metrics_count_keys_by_phase_with_bounded_labels() {
             && sample(&body, "keymint_keys{phase=\"Rejected\"}") == Some(1.0)
     })
     .await;
+    // Counters move once the audit entry is durable, a moment after the
+    // status that the gauges count.
+    eventually(Duration::from_secs(10), || async {
+        sample(&get(addr, "/metrics").await.1, "keymint_mints_total") == Some(2.0)
+    })
+    .await;
     let (code, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
     assert_eq!(sample(&body, "keymint_mints_total"), Some(2.0), "{body}");

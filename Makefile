@@ -12,7 +12,7 @@ IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | h
 CONTAINER_ENGINE ?= docker
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools image cluster-up cluster-down run demo clean
+.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools image cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ build: ## build the keymint binary (debug)
 
 test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
 	$(CARGO) test --all-targets
+
+bench: controlplane ## benchmarks (release build, own control plane, ~20 min): table + target/bench/results.json
+	$(CARGO) build --release
+	$(CARGO) bench --bench bench -- --full $(ARGS)
+
+bench-quick: controlplane ## ~1 minute smoke version of `make bench` (200 keys, no 10k waves)
+	$(CARGO) build --release
+	$(CARGO) bench --bench bench -- --quick $(ARGS)
 
 lint: tools ## cargo fmt --check, clippy with warnings as errors, go vet, helm lint
 	$(CARGO) fmt --check

@@ -126,6 +126,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesApi",
             Error::Ledger(LedgerError::Conflict) => "LedgerContention",
+            Error::Ledger(LedgerError::Api(_)) => "KubernetesApi",
             Error::Ledger(_) => "LedgerUnreadable",
             Error::Mint(_) => "MintFailed",
             Error::Stale => "Stale",

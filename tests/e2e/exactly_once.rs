@@ -3,38 +3,19 @@
 //! is the commit point.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::{ApiKey, Phase};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, events_for, eventually, wait_for_phase};
-
-/// Every Secret UID ever seen under each Secret name, from a watch that runs
-/// for the whole test.
-fn record_secret_uids(secrets: Api<Secret>) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut stream = watcher(secrets, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(secret)) = stream.next().await {
-            let mut seen = sink.lock().expect("lock");
-            seen.entry(secret.name_any())
-                .or_default()
-                .insert(secret.uid().unwrap_or_default());
-        }
-    });
-    seen
-}
+use crate::support::{
+    TestNamespace, api_key, events_for, eventually, record_secret_uids, wait_for_phase,
+};
 
 /// Every ApiKey has exactly one Secret, owned by its UID, whose content
 /// hashes to status.keyHash, and no Secret name ever had two UIDs.

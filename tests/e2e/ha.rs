@@ -1,21 +1,16 @@
 //! High availability and observability: leader election on a Lease (only
 //! the leader reconciles; a standby takes over), /metrics, /healthz, /readyz.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use keymint::api::{ApiKey, Phase};
+use kube::Api;
 use kube::api::PostParams;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, eventually, wait_for_phase};
+use crate::support::{TestNamespace, api_key, eventually, record_secret_uids, wait_for_phase};
 
 const LEADER: &[&str] = &["--leader-elect", "true"];
 
@@ -54,24 +49,6 @@ fn sample(body: &str, name: &str) -> Option<f64> {
 async fn leading(op: &Operator) -> bool {
     let (_, body) = get(op.http_addr().await, "/metrics").await;
     sample(&body, "keymint_leader") == Some(1.0)
-}
-
-/// Every Secret UID ever seen per name.
-fn record_secret_uids(secrets: Api<Secret>) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut stream = watcher(secrets, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(secret)) = stream.next().await {
-            let mut seen = sink.lock().expect("lock");
-            seen.entry(secret.name_any())
-                .or_default()
-                .insert(secret.uid().unwrap_or_default());
-        }
-    });
-    seen
 }
 
 #[tokio::test]

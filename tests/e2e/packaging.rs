@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
@@ -26,14 +25,13 @@ use kube::api::{
 };
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::support::chart::{CHART, helm, render};
 use crate::support::operator::Operator;
 use crate::support::{TestNamespace, control_plane, eventually, wait_for_phase};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const CHART: &str = "charts/keymint";
 
 // ---------------------------------------------------------------------------
 // The chart on its own (no cluster)
@@ -812,46 +810,6 @@ async fn the_operator_never_writes_an_api_key_spec() {
 // Helpers
 
 /// helm, built from tests/tools on first use.
-fn helm_binary() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let path = Path::new(REPO).join("target/controlplane/bin/helm");
-        if !path.exists() {
-            eprintln!("building helm (first run only; see tests/tools/build.sh)");
-            let status = Command::new(Path::new(REPO).join("tests/tools/build.sh"))
-                .status()
-                .expect("run tests/tools/build.sh");
-            assert!(status.success(), "building helm failed");
-        }
-        path
-    })
-}
-
-/// Runs helm in the repository; stdout on success, stderr on failure.
-fn helm(args: &[&str]) -> Result<String, String> {
-    let output = Command::new(helm_binary())
-        .args(args)
-        .current_dir(REPO)
-        .output()
-        .expect("run helm");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
-/// `helm template` of the chart as `release` into `namespace`: the objects.
-fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
-    args.extend_from_slice(extra);
-    let yaml = helm(&args).unwrap_or_else(|e| panic!("helm template: {e}"));
-    serde_norway::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 /// A release name of this test's own, so cluster-scoped objects never clash.
 fn release_name(ns: &TestNamespace) -> String {
     let suffix = ns.name.rsplit('-').next().expect("suffix");

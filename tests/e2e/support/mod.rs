@@ -310,3 +310,29 @@ pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(St
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }
+
+/// Every Secret UID ever seen under each Secret name in `secrets`, from a
+/// watch that runs for the rest of the test: a name with two UIDs was
+/// minted twice.
+pub fn record_secret_uids(
+    secrets: Api<k8s_openapi::api::core::v1::Secret>,
+) -> std::sync::Arc<Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen: std::sync::Arc<
+        Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    > = Default::default();
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(secrets, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(secret)) = stream.next().await {
+            let mut seen = sink.lock().expect("lock");
+            seen.entry(secret.name_any())
+                .or_default()
+                .insert(secret.uid().unwrap_or_default());
+        }
+    });
+    seen
+}

@@ -21,7 +21,7 @@ build: ## build the keymint binary (debug)
 	$(CARGO) build
 
 test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 bench: controlplane ## benchmarks (release build, own control plane, ~20 min): table + target/bench/results.json
 	$(CARGO) build --release

@@ -7,47 +7,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keymint::api::{ApiKey, Phase};
 use keymint::quota::Pair;
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, eventually, wait_for_phase};
-
-/// Warning Events about the ApiKey `name` with `reason`: their notes.
-async fn warnings(client: &Client, namespace: &str, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), namespace);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
-        .map(|e| e.note.unwrap_or_default())
-        .collect()
-}
-
-/// Waits for a Warning Event `reason` about `name`; returns its note.
-async fn wait_for_warning(ns: &TestNamespace, name: &str, reason: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(note) = warnings(&ns.client, &ns.name, name, reason)
-            .await
-            .into_iter()
-            .next()
-        {
-            return note;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: no Warning Event {reason} within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{TestNamespace, api_key, eventually, wait_for_phase, wait_for_warning};
 
 /// ApiKeys as untyped objects: to write what the typed struct cannot.
 fn untyped(ns: &TestNamespace) -> Api<DynamicObject> {

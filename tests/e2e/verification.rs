@@ -11,50 +11,17 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::{ApiKey, Phase};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, apiserver_audit, eventually, wait_for_phase};
+use crate::support::{
+    TestNamespace, api_key, apiserver_audit, eventually, wait_for_phase, wait_for_warning, warnings,
+};
 
 /// The harness runs the operator with `--verify-interval 2s`.
 const VERIFY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Warning Events about the ApiKey `name` with `reason`: their notes.
-async fn warnings(client: &Client, namespace: &str, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), namespace);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
-        .map(|e| e.note.unwrap_or_default())
-        .collect()
-}
-
-/// Waits for a Warning Event `reason` about `name`; returns its note.
-async fn wait_for_warning(ns: &TestNamespace, name: &str, reason: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(note) = warnings(&ns.client, &ns.name, name, reason)
-            .await
-            .into_iter()
-            .next()
-        {
-            return note;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: no Warning Event {reason} within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Every Secret UID ever seen under each Secret name, from a watch that runs
 /// for the whole test (started before anything is created).

@@ -336,3 +336,38 @@ pub fn record_secret_uids(
     });
     seen
 }
+
+/// Warning Events about the ApiKey `name` with `reason`: their notes.
+pub async fn warnings(client: &Client, namespace: &str, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}
+
+/// Waits for a Warning Event `reason` about `name`; returns its note.
+pub async fn wait_for_warning(ns: &TestNamespace, name: &str, reason: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(note) = warnings(&ns.client, &ns.name, name, reason)
+            .await
+            .into_iter()
+            .next()
+        {
+            return note;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: no Warning Event {reason} within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

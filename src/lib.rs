@@ -3,7 +3,8 @@
 //! Pure modules: `api` (the ApiKey types), `crd`, `key` (key format),
 //! `quota` (ledger and admission order), `lifecycle` (decisions, status,
 //! transitions), `secret` (building and judging the Secret).
-//! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run`.
+//! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run` (`own_writes`
+//! keeps keymint's own status writes from triggering reconciles).
 
 pub mod api;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
 pub mod options;
+pub mod own_writes;
 pub mod quota;
 pub mod reconcile;
 pub mod report;

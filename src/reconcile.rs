@@ -32,6 +32,7 @@ use crate::audit_stream::AuditError;
 use crate::key::{self, KeyError};
 use crate::ledger::{self, LedgerError};
 use crate::lifecycle::{self, Outcome, StatusInput, Step};
+use crate::own_writes::OwnWrites;
 use crate::quota::{self, Admission, Entry, Pair, Waiting};
 use crate::report::Reporter;
 use crate::secret::{self, MANAGER, Observed};
@@ -61,6 +62,8 @@ pub struct Context {
     /// Reconciles the given ApiKeys soon: used to wake waiting keys when a
     /// slot frees.
     pub wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
+    /// Status writes whose echo on the watch is not reconciled.
+    pub own_writes: OwnWrites,
     /// One lock per (project, owner) so that this process's reconciles of one
     /// pair take turns instead of racing on the ledger.
     pair_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -80,6 +83,7 @@ impl Context {
         verify_interval: Duration,
         max_backoff: Duration,
         wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
+        own_writes: OwnWrites,
     ) -> Context {
         Context {
             client,
@@ -91,6 +95,7 @@ impl Context {
             verify_interval,
             max_backoff,
             wake,
+            own_writes,
             pair_locks: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -642,7 +647,14 @@ async fn write_status(api_key: &ApiKey, status: &ApiKeyStatus, ctx: &Context) ->
         .patch_status(&api_key.name_any(), &params, &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(written) => {
+            if let Some(version) = written.resource_version() {
+                let reference = ObjectRef::new(&api_key.name_any())
+                    .within(&api_key.namespace().unwrap_or_default());
+                ctx.own_writes.record(reference, version);
+            }
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale),
         Err(e) => Err(e.into()),
     }

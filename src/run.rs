@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
-use kube::runtime::watcher;
-use kube::{Api, Client, Config};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Config, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -19,6 +19,7 @@ use crate::http::{self, Status};
 use crate::leader::{Election, Role};
 use crate::metrics::Metrics;
 use crate::options::RunOptions;
+use crate::own_writes::OwnWrites;
 use crate::reconcile::{self, Context, GuardedApiKey};
 use crate::report::Reporter;
 
@@ -115,7 +116,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 .audit_namespace
                 .clone()
                 .unwrap_or_else(|| options.namespace.clone()),
-            segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(900 * 1024),
+            segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
             retention: options.audit_retention.clone(),
             instance: instance.clone(),
             appends: metrics.audit_appends.clone(),
@@ -139,7 +140,22 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
     };
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
-    let controller = Controller::new(api_keys, watcher::Config::default())
+    let own_writes = OwnWrites::default();
+    let (store, writer) = reflector::store();
+    let triggers = {
+        let own_writes = own_writes.clone();
+        watcher(api_keys, watcher::Config::default())
+            // managedFields are most of a cached ApiKey's memory and keymint
+            // never reads them.
+            .modify(|api_key| api_key.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            // A status keymint just wrote comes back on the watch: it is what
+            // the reconcile decided, so reconciling it again would only
+            // repeat the Secret read. Periodic verification still runs.
+            .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
+    };
+    let controller = Controller::for_stream(triggers, store)
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(stop);
@@ -183,6 +199,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         options.verify_interval,
         options.max_backoff,
         wake_tx,
+        own_writes,
     ));
     info!(
         namespace = %options.namespace,

@@ -46,13 +46,13 @@ pub struct RunOptions {
 
     /// Size at which an audit segment is sealed and the next one started;
     /// below the API server's 1 MiB object limit.
-    #[arg(long, env = "KEYMINT_AUDIT_SEGMENT_BYTES", default_value_t = 900 * 1024,
+    #[arg(long, env = "KEYMINT_AUDIT_SEGMENT_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=1_000_000))]
     pub audit_segment_bytes: u64,
 
-    /// How much of the audit stream to keep: a number of segments (`64`) or
+    /// How much of the audit stream to keep: a number of segments (`1000`) or
     /// an age (`400d`). Older segments are pruned, and the pruning recorded.
-    #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "64")]
+    #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "1000")]
     pub audit_retention: crate::audit_stream::Retention,
 
     /// Elect a leader on a Lease in --namespace: only the leader reconciles,

@@ -1,8 +1,9 @@
 //! The quota ledgers in the API server: one ConfigMap per (project, owner)
 //! in keymint's namespace, read directly (never from a cache) and written
 //! with optimistic concurrency. A key is recorded here before it is minted
-//! and removed after its Secret is gone, so the ledger never undercounts —
-//! across restarts and across replicas.
+//! and removed only after its Secret is gone (lazily, when the slot is
+//! needed), so the ledger never undercounts — across restarts and across
+//! replicas.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use crate::secret::{LABEL_MANAGED_BY, MANAGER};
 pub const LABEL_LEDGER: &str = "keymint.dev/ledger";
 
 /// A ledger as read, with the version to write it back against.
+#[derive(Clone)]
 pub struct Versioned {
     pub ledger: Ledger,
     resource_version: Option<String>,
@@ -60,10 +62,11 @@ pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Versioned, Le
 /// Writes the ledger back: create when it did not exist, replace with the
 /// read resourceVersion otherwise. Either way a concurrent writer makes this
 /// fail with [`LedgerError::Conflict`] instead of losing its write.
+/// On success `versioned` carries the version just written.
 pub async fn save(
     api: &Api<ConfigMap>,
     pair: &Pair<'_>,
-    versioned: &Versioned,
+    versioned: &mut Versioned,
 ) -> Result<(), LedgerError> {
     let cm = ConfigMap {
         metadata: ObjectMeta {
@@ -90,14 +93,15 @@ pub async fn save(
         ..PostParams::default()
     };
     let result = match versioned.resource_version {
-        None => api.create(&params, &cm).await.map(drop),
-        Some(_) => api
-            .replace(&pair.ledger_name(), &params, &cm)
-            .await
-            .map(drop),
+        None => api.create(&params, &cm).await,
+        Some(_) => api.replace(&pair.ledger_name(), &params, &cm).await,
     };
     match result {
+        Ok(written) => {
+            versioned.resource_version = written.metadata.resource_version;
+            Ok(())
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => Err(LedgerError::Conflict),
-        other => Ok(other?),
+        Err(e) => Err(e.into()),
     }
 }

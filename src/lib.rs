@@ -4,7 +4,8 @@
 //! `quota` (ledger and admission order), `lifecycle` (decisions, status,
 //! transitions), `secret` (building and judging the Secret).
 //! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run` (`own_writes`
-//! keeps keymint's own status writes from triggering reconciles).
+//! keeps keymint's own status writes from triggering reconciles, `waiting`
+//! indexes the keys waiting for a quota slot).
 
 pub mod api;
 pub mod audit;
@@ -24,3 +25,4 @@ pub mod reconcile;
 pub mod report;
 pub mod run;
 pub mod secret;
+pub mod waiting;

@@ -35,9 +35,13 @@
 //!   a crash at any point leaves at most an admitted-but-unminted entry,
 //!   which over-counts (safe) until the next reconcile mints it.
 //! * **Delete, then release.** When an ApiKey is deleted or expires, delete
-//!   its Secret first, then [`Ledger::release`] and CAS-write (retrying on a
-//!   conflict), then drop the finalizer. Releasing first would free the slot
-//!   while the key material still exists.
+//!   its Secret first; only then may [`Ledger::release`] (and a CAS-write)
+//!   drop its entry. Releasing first would free the slot while the key
+//!   material still exists. The controller releases lazily: an admission
+//!   that finds the pair full drops the entries of keys whose ApiKey is gone
+//!   (the finalizer deletes the Secret before it lets go) or whose status
+//!   says Expired (written after the Secret is deleted). Releasing late only
+//!   over-counts, which is the safe direction.
 //! * **Release is final.** After [`Ledger::release`] the ledger no longer
 //!   knows the key, so whatever ends a key (phase `Expired`, a minted key's
 //!   hash) must be on the ApiKey's status *before* its Secret is deleted, and

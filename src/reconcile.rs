@@ -5,8 +5,10 @@
 //! 1. The Secret is the commit point: creating it under its deterministic
 //!    name is what "minted" means. AlreadyExists means "already minted" —
 //!    adopt it if it is ours, report a conflict if not, never overwrite.
-//! 2. A key is recorded in its quota ledger before it is minted and removed
-//!    after its Secret is deleted.
+//! 2. A key is recorded in its quota ledger before it is minted. Its entry
+//!    is dropped lazily, when an admission finds the pair full: only once the
+//!    ApiKey is gone (its finalizer deleted the Secret first) or shows
+//!    Expired (written only after the Secret is deleted).
 //! 3. Secret first, then status (only when it changed, and only against the
 //!    version that was observed), then the Event.
 
@@ -36,6 +38,7 @@ use crate::own_writes::OwnWrites;
 use crate::quota::{self, Admission, Entry, Pair, Waiting};
 use crate::report::Reporter;
 use crate::secret::{self, MANAGER, Observed};
+use crate::waiting::{self, WaitingKeys};
 
 /// Removed only after the Secret is deleted and the deletion reported.
 pub const FINALIZER: &str = "keymint.dev/cleanup";
@@ -50,9 +53,12 @@ pub struct Context {
     pub client: Client,
     /// Audit entries and Events.
     pub reporter: Reporter,
-    /// The controller's cache of ApiKeys: used only to find keys waiting for
-    /// a slot, never to count minted keys (the ledger does that).
+    /// The controller's cache of ApiKeys: used to find keys waiting for a
+    /// slot and keys that ended, never to count minted keys (the ledger does
+    /// that).
     pub store: Store<GuardedApiKey>,
+    /// The keys waiting for a slot, per pair (kept from the watch).
+    pub waiting: Arc<WaitingKeys>,
     /// Quota ledgers, in keymint's own namespace.
     pub ledgers: Api<ConfigMap>,
     pub max_keys_per_owner: usize,
@@ -69,6 +75,10 @@ pub struct Context {
     pair_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Consecutive failures per ApiKey, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<GuardedApiKey>, u32>>,
+    /// Each pair's ledger as this process last wrote (or read) it, by ledger
+    /// name. Only a cache: every write is a compare-and-swap against its
+    /// resourceVersion, and a lost race drops the entry and reads again.
+    ledgers_seen: Mutex<HashMap<String, ledger::Versioned>>,
 }
 
 impl Context {
@@ -77,6 +87,7 @@ impl Context {
         client: Client,
         reporter: Reporter,
         store: Store<GuardedApiKey>,
+        waiting: Arc<WaitingKeys>,
         ledgers: Api<ConfigMap>,
         max_keys_per_owner: usize,
         expiry_warning: Duration,
@@ -89,6 +100,7 @@ impl Context {
             client,
             reporter,
             store,
+            waiting,
             ledgers,
             max_keys_per_owner,
             expiry_warning,
@@ -98,7 +110,38 @@ impl Context {
             own_writes,
             pair_locks: Mutex::default(),
             failures: Mutex::default(),
+            ledgers_seen: Mutex::default(),
         }
+    }
+
+    /// The pair's ledger: as last seen by this process, else read. Call
+    /// under the pair's lock.
+    async fn ledger(&self, pair: &Pair<'_>) -> Result<ledger::Versioned, LedgerError> {
+        let seen = self.seen_ledgers().get(&pair.ledger_name()).cloned();
+        match seen {
+            Some(versioned) => Ok(versioned),
+            None => ledger::load(&self.ledgers, pair).await,
+        }
+    }
+
+    /// Writes the pair's ledger (compare-and-swap) and remembers it as
+    /// written; any failure forgets it, so the next attempt reads it again.
+    async fn save_ledger(
+        &self,
+        pair: &Pair<'_>,
+        mut versioned: ledger::Versioned,
+    ) -> Result<(), LedgerError> {
+        let result = ledger::save(&self.ledgers, pair, &mut versioned).await;
+        let mut seen = self.seen_ledgers();
+        match result {
+            Ok(()) => seen.insert(pair.ledger_name(), versioned),
+            Err(_) => seen.remove(&pair.ledger_name()),
+        };
+        result
+    }
+
+    fn seen_ledgers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ledger::Versioned>> {
+        self.ledgers_seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn pair_lock(&self, pair: &Pair<'_>) -> Arc<tokio::sync::Mutex<()>> {
@@ -276,11 +319,10 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
         Step::Adopt { key_hash } => adopted(&observed, key_hash),
         Step::Verified => current_key(status),
         Step::Expire { delete_secret } => {
+            // Its ledger entry is dropped when an admission needs the slot
+            // and finds the status Expired (written below).
             if let Some(secret_uid) = delete_secret {
                 delete_secret_with_uid(&secrets, &secret_name, secret_uid).await?;
-            }
-            if status.and_then(|s| s.phase) != Some(Phase::Expired) {
-                release_slot(api_key, ctx).await?;
             }
             Outcome::Expired
         }
@@ -337,8 +379,10 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     )
 }
 
-/// The ApiKey is being deleted: delete its Secret (only ours, by UID), free
-/// its slot, report, and let the finalizer go.
+/// The ApiKey is being deleted: delete its Secret (only ours, by UID),
+/// report, and let the finalizer go. Its ledger entry is dropped when an
+/// admission needs the slot and finds the ApiKey gone; its deletion from the
+/// watch wakes the keys waiting for it.
 async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     let uid = api_key.uid().unwrap_or_default();
     let namespace = api_key.namespace().unwrap_or_default();
@@ -356,7 +400,6 @@ async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
         }
         _ => false,
     };
-    release_slot(api_key, ctx).await?;
     // Durable before the finalizer goes: the last word on this ApiKey.
     ctx.reporter.deleted(api_key, secret_deleted).await?;
     Ok(Action::await_change())
@@ -381,13 +424,25 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
     let limit = ctx.max_keys_per_owner;
     let me = waiting_entry(api_key);
     for _ in 0..LEDGER_ATTEMPTS {
-        let mut versioned = ledger::load(&ctx.ledgers, &pair).await?;
+        let mut versioned = ctx.ledger(&pair).await?;
         if versioned.ledger.get(&uid).is_some() {
             return Ok(Slot::Granted);
         }
-        let live = versioned.ledger.live(now_ms);
         let waiting = waiting_keys(ctx, &pair, &versioned.ledger, now);
+        let mut live = versioned.ledger.live(now_ms);
+        let mut dropped = false;
         if !quota::may_take_slot(&me, &waiting, limit.saturating_sub(live)) {
+            dropped = drop_ended(&mut versioned.ledger, ctx).await?;
+            live = versioned.ledger.live(now_ms);
+        }
+        if !quota::may_take_slot(&me, &waiting, limit.saturating_sub(live)) {
+            if dropped {
+                match ctx.save_ledger(&pair, versioned).await {
+                    Ok(()) => {}
+                    Err(LedgerError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             return Ok(Slot::Denied {
                 message: quota::rejection_message(
                     &pair,
@@ -419,7 +474,7 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
             }
             Admission::Admitted => {}
         }
-        match ledger::save(&ctx.ledgers, &pair, &versioned).await {
+        match ctx.save_ledger(&pair, versioned).await {
             Ok(()) => return Ok(Slot::Granted),
             Err(LedgerError::Conflict) => continue,
             Err(e) => return Err(e.into()),
@@ -428,8 +483,42 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
     Err(LedgerError::Conflict.into())
 }
 
+/// Drops the entries of keys that no longer hold a slot: the ApiKey shows
+/// Expired (keymint writes that only after deleting the Secret) or is gone
+/// (its finalizer deleted the Secret first). A key missing from the cache is
+/// confirmed gone with the API server: the cache may not have seen a key
+/// another replica admitted. Returns whether any entry was dropped.
+async fn drop_ended(ledger: &mut quota::Ledger, ctx: &Context) -> Result<bool, Error> {
+    let mut ended = Vec::new();
+    for (uid, entry) in ledger.iter() {
+        let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
+        let cached = ctx.store.get(&reference);
+        let same_key = cached
+            .as_deref()
+            .and_then(|guarded| guarded.0.as_ref().ok())
+            .filter(|k| k.uid().as_deref() == Some(uid));
+        let is_ended = match same_key {
+            Some(k) => k.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired),
+            None => {
+                let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &entry.namespace);
+                api.get_metadata_opt(&entry.name)
+                    .await?
+                    .is_none_or(|found| found.metadata.uid.as_deref() != Some(uid))
+            }
+        };
+        if is_ended {
+            ended.push(uid.to_string());
+        }
+    }
+    for uid in &ended {
+        ledger.release(uid);
+    }
+    Ok(!ended.is_empty())
+}
+
 /// Removes the key from its ledger (if it is there) and wakes the keys
-/// waiting for a slot of the same pair.
+/// waiting for a slot of the same pair: for a key that turned out never to
+/// be minted (a foreign Secret holds its name).
 async fn release_slot(api_key: &ApiKey, ctx: &Context) -> Result<(), Error> {
     let pair = Pair {
         project: &api_key.spec.project,
@@ -441,11 +530,11 @@ async fn release_slot(api_key: &ApiKey, ctx: &Context) -> Result<(), Error> {
         let _turn = lock.lock().await;
         let mut attempts = 0;
         loop {
-            let mut versioned = ledger::load(&ctx.ledgers, &pair).await?;
+            let mut versioned = ctx.ledger(&pair).await?;
             if !versioned.ledger.release(&uid) {
                 break false;
             }
-            match ledger::save(&ctx.ledgers, &pair, &versioned).await {
+            match ctx.save_ledger(&pair, versioned).await {
                 Ok(()) => break true,
                 Err(LedgerError::Conflict) if attempts < LEDGER_ATTEMPTS => attempts += 1,
                 Err(e) => return Err(e.into()),
@@ -453,11 +542,8 @@ async fn release_slot(api_key: &ApiKey, ctx: &Context) -> Result<(), Error> {
         }
     };
     if released {
-        let empty = quota::Ledger::default();
-        for waiting in waiting_keys(ctx, &pair, &empty, Timestamp::now()) {
-            let _ = ctx
-                .wake
-                .unbounded_send(ObjectRef::new(&waiting.name).within(&waiting.namespace));
+        for waiting in ctx.waiting.of(&pair) {
+            let _ = ctx.wake.unbounded_send(waiting);
         }
     }
     Ok(())
@@ -471,24 +557,25 @@ fn waiting_keys(
     ledger: &quota::Ledger,
     now: Timestamp,
 ) -> Vec<Waiting> {
-    ctx.store
-        .state()
-        .iter()
-        .filter_map(|guarded| guarded.0.as_ref().ok())
-        .filter(|k| k.spec.project == pair.project && k.spec.owner == pair.owner)
-        .filter(|k| k.metadata.deletion_timestamp.is_none())
-        .filter(|k| {
-            let status = k.status.as_ref();
-            status.and_then(|s| s.key_hash.as_ref()).is_none()
-                && !matches!(
-                    status.and_then(|s| s.phase),
-                    Some(Phase::Expired | Phase::Conflict)
-                )
-        })
-        .filter(|k| k.spec.expires_at.as_ref().is_none_or(|t| t.0 > now))
-        .filter(|k| ledger.get(&k.uid().unwrap_or_default()).is_none())
-        .map(waiting_entry)
-        .collect()
+    let mut waiting = Vec::new();
+    for reference in ctx.waiting.of(pair) {
+        // The index may be behind the cache: judge the cached object.
+        let Some(guarded) = ctx.store.get(&reference) else {
+            continue;
+        };
+        let Ok(k) = &guarded.0 else {
+            continue;
+        };
+        if k.spec.project == pair.project
+            && k.spec.owner == pair.owner
+            && waiting::waits(k)
+            && k.spec.expires_at.as_ref().is_none_or(|t| t.0 > now)
+            && ledger.get(&k.uid().unwrap_or_default()).is_none()
+        {
+            waiting.push(waiting_entry(k));
+        }
+    }
+    waiting
 }
 
 fn waiting_entry(api_key: &ApiKey) -> Waiting {

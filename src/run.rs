@@ -22,6 +22,7 @@ use crate::options::RunOptions;
 use crate::own_writes::OwnWrites;
 use crate::reconcile::{self, Context, GuardedApiKey};
 use crate::report::Reporter;
+use crate::waiting::WaitingKeys;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -142,13 +143,22 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let own_writes = OwnWrites::default();
     let (store, writer) = reflector::store();
+    let waiting = Arc::new(WaitingKeys::default());
     let triggers = {
         let own_writes = own_writes.clone();
+        let (waiting, wake) = (waiting.clone(), wake_tx.clone());
         watcher(api_keys, watcher::Config::default())
             // managedFields are most of a cached ApiKey's memory and keymint
             // never reads them.
             .modify(|api_key| api_key.managed_fields_mut().clear())
             .reflect(writer)
+            // After the cache has the change: a key that stopped holding a
+            // slot wakes the keys waiting in its pair.
+            .inspect_ok(move |event| {
+                for waiting in waiting.observe(event) {
+                    let _ = wake.unbounded_send(waiting);
+                }
+            })
             .applied_objects()
             // A status keymint just wrote comes back on the watch: it is what
             // the reconcile decided, so reconciling it again would only
@@ -193,6 +203,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             metrics: metrics.clone(),
         },
         controller.store(),
+        waiting,
         Api::<ConfigMap>::namespaced(client, &options.namespace),
         options.max_keys_per_owner,
         options.expiry_warning,

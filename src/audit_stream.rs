@@ -252,7 +252,7 @@ impl Appender {
                 .iter()
                 .flat_map(|r| r.drafts.iter().cloned())
                 .collect();
-            let result = self.write(drafts).await;
+            let result = self.write(drafts, Rollover::WhenFull).await;
             if let Err(e) = &result {
                 warn!(error = %e, "audit append failed; the transitions will be retried");
             }
@@ -272,7 +272,11 @@ impl Appender {
 
     /// Appends `drafts` with one ConfigMap write (two when the head segment
     /// is full: seal it, create the next), retrying lost races.
-    async fn write(&mut self, drafts: Vec<Draft>) -> Result<Appended, AuditError> {
+    async fn write(
+        &mut self,
+        drafts: Vec<Draft>,
+        rollover: Rollover,
+    ) -> Result<Appended, AuditError> {
         for _ in 0..CAS_ATTEMPTS {
             let segment = match self.written.take() {
                 Some(segment) => segment,
@@ -303,7 +307,8 @@ impl Appender {
                 head = next;
             }
 
-            let full = !segment.content.is_empty()
+            let full = rollover == Rollover::WhenFull
+                && !segment.content.is_empty()
                 && audit::size_after(&segment.content, &entries) > self.options.segment_bytes;
             let outcome = if full {
                 self.roll_over(&segment, &entries).await
@@ -532,7 +537,13 @@ impl Appender {
             &through,
             doomed.len(),
         );
-        if let Err(e) = Box::pin(self.write(vec![draft])).await.map(drop) {
+        // Into the current head even if that passes the segment size by one
+        // small entry: rolling over here would start yet another segment
+        // before the old ones are gone.
+        if let Err(e) = Box::pin(self.write(vec![draft], Rollover::Never))
+            .await
+            .map(drop)
+        {
             warn!(error = %e, "could not record pruning; keeping the segments");
             return;
         }
@@ -546,6 +557,14 @@ impl Appender {
             "audit segments pruned by retention"
         );
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rollover {
+    /// Seal the head and start the next segment when the drafts do not fit.
+    WhenFull,
+    /// Append to the head regardless (for the one small `pruned` entry).
+    Never,
 }
 
 enum PutError {

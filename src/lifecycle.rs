@@ -77,6 +77,23 @@ pub fn decide(
     }
 }
 
+/// Whether the key is still waiting to be minted: no key recorded, not
+/// ended, not expired. For such a key [`decide`] can only say
+/// [`Step::RequestSlot`] — unless an attempt already created its Secret,
+/// which minting finds out (AlreadyExists) and then judges it.
+pub fn awaits_minting(
+    status: Option<&ApiKeyStatus>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    status.and_then(|s| s.key_hash.as_ref()).is_none()
+        && matches!(
+            status.and_then(|s| s.phase),
+            None | Some(Phase::Pending | Phase::Rejected)
+        )
+        && expires_at.is_none_or(|t| t > now)
+}
+
 /// A minted key as status records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -466,6 +483,43 @@ mod tests {
             decide(Some(&rejected), None, ts(NOW), &Observed::Missing),
             Step::RequestSlot
         );
+    }
+
+    #[test]
+    fn a_key_awaiting_minting_is_one_decide_sends_to_request_a_slot() {
+        let future = Some(ts("2027-06-01T00:00:00Z"));
+        let past = Some(ts("2026-12-31T23:59:59Z"));
+        let with_phase = |phase| ApiKeyStatus {
+            phase: Some(phase),
+            ..ApiKeyStatus::default()
+        };
+        let statuses = [
+            None,
+            Some(with_phase(Phase::Pending)),
+            Some(with_phase(Phase::Rejected)),
+            Some(with_phase(Phase::Conflict)),
+            Some(with_phase(Phase::Expired)),
+            Some(minted("h")),
+        ];
+        for status in &statuses {
+            for expires_at in [None, future, past] {
+                let awaits = awaits_minting(status.as_ref(), expires_at, ts(NOW));
+                // Skipping the Secret read is only sound where a missing
+                // Secret leads to minting (which then finds any Secret).
+                if awaits {
+                    assert_eq!(
+                        decide(status.as_ref(), expires_at, ts(NOW), &Observed::Missing),
+                        Step::RequestSlot,
+                        "{status:?} {expires_at:?}"
+                    );
+                }
+                let expected = status
+                    .as_ref()
+                    .is_none_or(|s| matches!(s.phase, Some(Phase::Pending | Phase::Rejected)))
+                    && expires_at != past;
+                assert_eq!(awaits, expected, "{status:?} {expires_at:?}");
+            }
+        }
     }
 
     #[test]

@@ -318,12 +318,22 @@ async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     // stream (keymint stopped in between) come first.
     ctx.reporter.catch_up(api_key).await?;
 
-    // Observe.
-    let observed = secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid);
+    // Observe. A key waiting to be minted has no Secret, unless an attempt
+    // stopped right after creating it: then its slot is already in the
+    // ledger and creating the Secret finds it (AlreadyExists). Either way
+    // reading the Secret first would only cost a request per attempt.
+    let mut observed = match lifecycle::awaits_minting(status, expires_at, now) {
+        true => Observed::Missing,
+        false => secret::observe(secrets.get_opt(&secret_name).await?.as_ref(), &uid),
+    };
     // Decide, then act.
     let outcome = match lifecycle::decide(status, expires_at, now, &observed) {
         Step::RequestSlot => match request_slot(api_key, ctx, now).await? {
-            Slot::Granted => mint(api_key, ctx, &secrets, &secret_name).await?,
+            Slot::Granted => {
+                let (outcome, found) = mint(api_key, ctx, &secrets, &secret_name).await?;
+                observed = found;
+                outcome
+            }
             Slot::Denied { message } => Outcome::Rejected { message },
         },
         Step::Adopt { key_hash } => adopted(&observed, key_hash),
@@ -601,13 +611,14 @@ fn waiting_entry(api_key: &ApiKey) -> Waiting {
     }
 }
 
-/// Mints the key and creates its Secret: the commit point.
+/// Mints the key and creates its Secret: the commit point. Returns what
+/// happened and the Secret as now observed.
 async fn mint(
     api_key: &ApiKey,
     ctx: &Context,
     secrets: &Api<Secret>,
     secret_name: &str,
-) -> Result<Outcome, Error> {
+) -> Result<(Outcome, Observed), Error> {
     let minted = key::mint()?;
     let params = PostParams {
         field_manager: Some(MANAGER.to_string()),
@@ -617,26 +628,32 @@ async fn mint(
         .create(&params, &secret::build(api_key, &minted))
         .await
     {
-        Ok(created) => Ok(Outcome::Active {
-            key_id: key::key_id(&minted),
-            key_hash: key::hash(&minted),
-            minted_at: created.metadata.creation_timestamp.map(|t| t.0),
-        }),
+        Ok(created) => {
+            let uid = api_key.uid().unwrap_or_default();
+            let observed = secret::observe(Some(&created), &uid);
+            let outcome = Outcome::Active {
+                key_id: key::key_id(&minted),
+                key_hash: key::hash(&minted),
+                minted_at: created.metadata.creation_timestamp.map(|t| t.0),
+            };
+            Ok((outcome, observed))
+        }
         // Already exists: "already minted" if it is ours, a conflict if not.
         // The key just generated is dropped, never written anywhere.
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let uid = api_key.uid().unwrap_or_default();
             let observed = secret::observe(secrets.get_opt(secret_name).await?.as_ref(), &uid);
-            match lifecycle::decide(None, None, Timestamp::now(), &observed) {
-                Step::Adopt { key_hash } => Ok(adopted(&observed, key_hash)),
+            let outcome = match lifecycle::decide(None, None, Timestamp::now(), &observed) {
+                Step::Adopt { key_hash } => adopted(&observed, key_hash),
                 Step::Conflict => {
                     release_slot(api_key, ctx).await?;
-                    Ok(Outcome::Conflict)
+                    Outcome::Conflict
                 }
-                Step::Tampered => Ok(Outcome::Tampered),
+                Step::Tampered => Outcome::Tampered,
                 // Deleted again in between: start over.
-                _ => Err(Error::Stale),
-            }
+                _ => return Err(Error::Stale),
+            };
+            Ok((outcome, observed))
         }
         Err(e) => Err(e.into()),
     }

@@ -15,7 +15,16 @@ use crate::lifecycle::{self, Transition};
 
 /// Where reports go.
 pub struct Reporter {
+    /// For Events that repeat (failures): kube's Recorder folds repeats of
+    /// one Event into a series, and caches every Event it published in the
+    /// last six minutes to do so.
     pub recorder: Recorder,
+    /// For transition Events, which never repeat: each is published through
+    /// a fresh Recorder, because the shared one's cache would hold every
+    /// Event of a burst (10,000 after 10,000 mints) and is scanned on each
+    /// publish.
+    pub client: kube::Client,
+    pub event_source: kube::runtime::events::Reporter,
     pub audit: AuditLog,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -156,11 +165,8 @@ impl Reporter {
             action: action(report).to_string(),
             secondary: None,
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &api_key.object_ref(&()))
-            .await
-        {
+        let recorder = Recorder::new(self.client.clone(), self.event_source.clone());
+        if let Err(e) = recorder.publish(&event, &api_key.object_ref(&())).await {
             warn!(reason, error = %e, "could not publish Event");
         }
     }

@@ -198,7 +198,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         Reporter {
-            recorder: Recorder::new(client.clone(), event_reporter),
+            recorder: Recorder::new(client.clone(), event_reporter.clone()),
+            client: client.clone(),
+            event_source: event_reporter,
             audit,
             metrics: metrics.clone(),
         },

@@ -358,6 +358,27 @@ pub fn may_take_slot(me: &Waiting, waiting: &[Waiting], free: usize) -> bool {
     position(me, waiting) < free
 }
 
+/// The other waiting keys that may take a slot along with `me`: those among
+/// the oldest `free` (with `me` counted in line), in line order; none if
+/// `me` may not take a slot itself. Admitting
+/// them in the same ledger write as `me` serves a burst of one pair with one
+/// write instead of one per key; an admitted key counts from then on, minted
+/// or not, so this can only over-count.
+pub fn admitted_with<'a>(me: &Waiting, waiting: &'a [Waiting], free: usize) -> Vec<&'a Waiting> {
+    if !may_take_slot(me, waiting, free) {
+        return Vec::new();
+    }
+    let mut line: Vec<Waiting> = waiting.to_vec();
+    line.push(me.clone());
+    let mut others: Vec<&Waiting> = waiting
+        .iter()
+        .filter(|w| w.uid != me.uid && position(w, &line) < free)
+        .collect();
+    others.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    others.dedup_by(|a, b| a.uid == b.uid);
+    others
+}
+
 /// Position of `me` in the waiting order (0 = next in line): the number of
 /// other distinct UIDs in `waiting` that come before it. Entries with `me`'s
 /// UID are ignored (`me` is authoritative about itself), and a UID listed
@@ -894,6 +915,43 @@ mod tests {
         assert_eq!(position(&me, &[]), 0);
         let first = waiting(0, "ns", "a", "u0");
         assert_eq!(position(&first, &dup), 0);
+    }
+
+    #[test]
+    fn admitted_with_takes_the_others_among_the_oldest_free_in_line_order() {
+        let list: Vec<Waiting> = (0..5)
+            .map(|i| waiting(1_000 * i, "ns", &format!("k{i}"), &format!("u{i}")))
+            .rev()
+            .collect();
+        let names = |v: Vec<&Waiting>| v.iter().map(|w| w.name.clone()).collect::<Vec<_>>();
+        // me is second in line: with 3 free slots the first and third join it.
+        let me = list[3].clone(); // k1
+        assert_eq!(names(admitted_with(&me, &list, 3)), ["k0", "k2"]);
+        assert!(
+            admitted_with(&me, &list, 1).is_empty(),
+            "only k0 fits, not me"
+        );
+        assert_eq!(
+            names(admitted_with(&me, &list, 99)),
+            ["k0", "k2", "k3", "k4"]
+        );
+        // me absent from the list still takes its place in line.
+        let late = waiting(9_000, "ns", "late", "late");
+        assert_eq!(
+            names(admitted_with(&late, &list, 6)),
+            ["k0", "k1", "k2", "k3", "k4"]
+        );
+        assert!(admitted_with(&late, &list, 5).is_empty(), "late is 6th");
+        // Never more than the free slots, me included, and each key once.
+        let mut dup = list.clone();
+        dup.extend(list.iter().cloned());
+        for free in 0..8 {
+            let others = admitted_with(&me, &dup, free);
+            assert!(others.len() < free.max(1), "free={free}: {}", others.len());
+            let mut uids: Vec<&str> = others.iter().map(|w| w.uid.as_str()).collect();
+            uids.dedup();
+            assert_eq!(uids.len(), others.len());
+        }
     }
 
     #[test]

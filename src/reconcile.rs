@@ -472,15 +472,10 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
                 ),
             });
         }
-        let entry = Entry {
-            namespace: me.namespace.clone(),
-            name: me.name.clone(),
-            admitted_at: now_ms,
-            // Slots are freed when the Secret is deleted, not at expiresAt:
-            // the ledger then never undercounts, even if expiresAt moves.
-            expires_at: None,
-        };
-        match versioned.ledger.admit(&uid, entry, limit, now_ms) {
+        match versioned
+            .ledger
+            .admit(&uid, ledger_entry(&me, now_ms), limit, now_ms)
+        {
             Admission::AlreadyAdmitted => return Ok(Slot::Granted),
             Admission::Full { live, limit } => {
                 return Ok(Slot::Denied {
@@ -494,8 +489,22 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
             }
             Admission::Admitted => {}
         }
+        // The same write admits the keys next in line with it: a burst of
+        // keys for one pair costs one ledger write, not one per key.
+        let with_me = quota::admitted_with(&me, &waiting, limit.saturating_sub(live));
+        for other in &with_me {
+            versioned
+                .ledger
+                .admit(&other.uid, ledger_entry(other, now_ms), limit, now_ms);
+        }
         match ctx.save_ledger(&pair, versioned).await {
-            Ok(()) => return Ok(Slot::Granted),
+            Ok(()) => {
+                for other in with_me {
+                    let reference = ObjectRef::new(&other.name).within(&other.namespace);
+                    let _ = ctx.wake.unbounded_send(reference);
+                }
+                return Ok(Slot::Granted);
+            }
             Err(LedgerError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -596,6 +605,17 @@ fn waiting_keys(
         }
     }
     waiting
+}
+
+fn ledger_entry(waiting: &Waiting, now_ms: i64) -> Entry {
+    Entry {
+        namespace: waiting.namespace.clone(),
+        name: waiting.name.clone(),
+        admitted_at: now_ms,
+        // Slots are freed when the Secret is deleted, not at expiresAt: the
+        // ledger then never undercounts, even if expiresAt moves.
+        expires_at: None,
+    }
 }
 
 fn waiting_entry(api_key: &ApiKey) -> Waiting {

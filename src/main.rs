@@ -22,9 +22,34 @@ enum Command {
     Audit(keymint::audit_cli::AuditArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(cli(Cli::parse())),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// At most two glibc malloc arenas (the default is eight per core) unless
+/// MALLOC_ARENA_MAX says otherwise: keymint's threads mostly wait on the API
+/// server, and after a burst more arenas only hold more freed memory (peak
+/// RSS while minting 10,000 keys: 75 -> 59 MiB in the benchmark). Before the
+/// runtime's threads exist.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; no other thread
+        // exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+async fn cli(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => match keymint::crd::yaml() {
             Ok(yaml) => {

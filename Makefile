@@ -23,11 +23,11 @@ build: ## build the keymint binary (debug)
 test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
 	$(CARGO) test --lib --bins --tests
 
-bench: controlplane ## benchmarks (release build, own control plane, ~20 min): table + target/bench/results.json
+bench: controlplane tools ## benchmarks (release build, own control plane, ~20 min): table + target/bench/results.json
 	$(CARGO) build --release
 	$(CARGO) bench --bench bench -- --full $(ARGS)
 
-bench-quick: controlplane ## ~1 minute smoke version of `make bench` (200 keys, no 10k waves)
+bench-quick: controlplane tools ## ~1 minute smoke version of `make bench` (200 keys, no 10k waves)
 	$(CARGO) build --release
 	$(CARGO) bench --bench bench -- --quick $(ARGS)
 

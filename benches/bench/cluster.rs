@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use serde::Deserialize;
@@ -111,6 +111,76 @@ impl ControlPlane {
     }
 }
 
+const CONSUMER_LABEL: &str = "keymint.dev/bench-consumer";
+
+/// Installs the chart's finalizer policy (rendered by helm, as the chart
+/// installs it by default), bound to keymint's namespaces only: the floor
+/// never removes finalizers. Waits until the API server applies it.
+pub async fn install_finalizer_policy(client: &Client) -> Result<()> {
+    let helm = Path::new(REPO).join("target/controlplane/bin/helm");
+    let selector = serde_json::json!({"matchLabels": {CONSUMER_LABEL: "keymint"}});
+    let output = std::process::Command::new(&helm)
+        .args(["template", "keymint", "charts/keymint"])
+        .args(["--show-only", "templates/finalizer-policy.yaml"])
+        .arg("--set-json")
+        .arg(format!("finalizerPolicy.namespaceSelector={selector}"))
+        .current_dir(REPO)
+        .output()
+        .map_err(|e| format!("{}: {e} (run `make tools`)", helm.display()))?;
+    if !output.status.success() {
+        return Err(format!("helm template: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    let yaml = String::from_utf8(output.stdout)?;
+    for document in serde_norway::Deserializer::from_str(&yaml) {
+        let object = serde_json::Value::deserialize(document)?;
+        if object.is_null() {
+            continue;
+        }
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            &kind,
+        ));
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let dynamic: DynamicObject = serde_json::from_value(object)?;
+        api.patch(
+            &dynamic.name_any(),
+            &PatchParams::apply("keymint-bench").force(),
+            &Patch::Apply(&dynamic),
+        )
+        .await?;
+    }
+    // Policies take effect once the API server has loaded them: probe with
+    // a dry-run create in a keymint namespace.
+    let probe_ns = "bench-policy-probe";
+    if Api::<Namespace>::all(client.clone())
+        .get_opt(probe_ns)
+        .await?
+        .is_none()
+    {
+        create_namespace(client, probe_ns, "keymint").await?;
+    }
+    let api_keys: Api<keymint::api::ApiKey> = Api::namespaced(client.clone(), probe_ns);
+    let probe = keymint::api::ApiKey::new(
+        "probe",
+        serde_json::from_value(serde_json::json!({"project": "probe", "owner": "probe"}))?,
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    for _ in 0..300 {
+        if let Ok(created) = api_keys.create(&dry, &probe).await
+            && !created.finalizers().is_empty()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err("the finalizer policy did not take effect within 30 s".into())
+}
+
 /// Installs the committed CRD and waits until ApiKeys are served.
 pub async fn install_crd(client: &Client) -> Result<()> {
     let yaml = std::fs::read_to_string(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))?;
@@ -132,9 +202,14 @@ pub async fn install_crd(client: &Client) -> Result<()> {
     Err("the ApiKey CRD was not served within 30 s".into())
 }
 
-pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+/// Namespaces are labelled with who consumes their ApiKeys (`keymint` or
+/// `floor`).
+pub async fn create_namespace(client: &Client, name: &str, consumer: &str) -> Result<()> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"keymint.dev/bench": "true"}}
+        "metadata": {"name": name, "labels": {
+            "keymint.dev/bench": "true",
+            CONSUMER_LABEL: consumer,
+        }}
     }))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)

@@ -51,6 +51,10 @@ pub struct Plan {
     /// Extra flags for every `keymint run` (experiments, e.g.
     /// `--keymint-args "--audit-segment-bytes 131072"`).
     pub keymint_args: Vec<String>,
+    /// Install the chart's finalizer policy for keymint's namespaces, as
+    /// the chart does by default (off: an older cluster, or the chart's
+    /// `finalizerPolicy.enabled=false`).
+    pub finalizer_policy: bool,
 }
 
 impl Plan {
@@ -69,6 +73,7 @@ impl Plan {
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
+            finalizer_policy: true,
         }
     }
 
@@ -87,6 +92,7 @@ impl Plan {
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
+            finalizer_policy: true,
         }
     }
 
@@ -122,6 +128,7 @@ fn main() -> std::process::ExitCode {
                     .unwrap_or_default();
             }
             "--profile" => plan.profile = true,
+            "--without-finalizer-policy" => plan.finalizer_policy = false,
             "--mint-sizes" => {
                 plan.mint_sizes = iter
                     .next()

@@ -43,6 +43,9 @@ pub async fn run(plan: Plan) -> Result<()> {
     let cp = ControlPlane::start(&root)?;
     let client = cp.client(cluster::DRIVER_AGENT).await?;
     cluster::install_crd(&client).await?;
+    if plan.finalizer_policy {
+        cluster::install_finalizer_policy(&client).await?;
+    }
     let apiserver_pid = cp
         .child_pid("kube-apiserver")
         .ok_or("no kube-apiserver process")?;
@@ -183,11 +186,13 @@ impl Ctx {
         }
     }
 
-    async fn namespace(&mut self, tag: &str) -> Result<String> {
+    /// A fresh namespace for `kind` (the finalizer policy binds to
+    /// keymint's).
+    async fn namespace(&mut self, kind: Kind, tag: &str) -> Result<String> {
         self.fresh_etcd().await;
         self.namespaces += 1;
         let name = format!("bench-{}-{tag}", self.namespaces);
-        cluster::create_namespace(&self.client, &name).await?;
+        cluster::create_namespace(&self.client, &name, kind.label()).await?;
         Ok(name)
     }
 
@@ -396,7 +401,7 @@ async fn mint(ctx: &mut Ctx, n: usize) -> Result<(Value, Proc, String)> {
 async fn mint_one(ctx: &mut Ctx, kind: Kind, n: usize) -> Result<(Value, Proc, String)> {
     eprintln!("bench: mint {n} ({})", kind.label());
     let tag = format!("mint{n}-{}", kind.label());
-    let ns = ctx.namespace(&tag).await?;
+    let ns = ctx.namespace(kind, &tag).await?;
     let observer = Observer::start(&ctx.client, &ns).await?;
     let mut extra = vec!["--max-keys-per-owner", "1000000"];
     extra.retain(|_| kind == Kind::Keymint);
@@ -495,7 +500,7 @@ async fn steady(ctx: &mut Ctx) -> Result<Value> {
         let reps = ctx.plan.steady_repetitions;
         eprintln!("bench: steady x{reps} ({})", kind.label());
         let tag = format!("steady-{}", kind.label());
-        let ns = ctx.namespace(&tag).await?;
+        let ns = ctx.namespace(kind, &tag).await?;
         let observer = Observer::start(&ctx.client, &ns).await?;
         let proc = ctx.start(kind, &ns, &tag, &[]).await?;
         let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &ns);
@@ -545,7 +550,7 @@ async fn quota(ctx: &mut Ctx) -> Result<Value> {
     let n = ctx.plan.quota_creates;
     let limit = 25;
     eprintln!("bench: quota contention, {n} creates for one owner (quota {limit})");
-    let ns = ctx.namespace("quota").await?;
+    let ns = ctx.namespace(Kind::Keymint, "quota").await?;
     let observer = Observer::start(&ctx.client, &ns).await?;
     let mut proc = ctx.start(Kind::Keymint, &ns, "quota", &[]).await?;
     let m0 = ctx.meter(Some(&proc)).await;
@@ -614,7 +619,7 @@ async fn expiry(ctx: &mut Ctx, n: usize, mint_rates: Option<&HashMap<&str, f64>>
             lead
         );
         let tag = format!("expiry{n}-{}", kind.label());
-        let ns = ctx.namespace(&tag).await?;
+        let ns = ctx.namespace(kind, &tag).await?;
         let observer = Observer::start(&ctx.client, &ns).await?;
         let mut extra = vec!["--max-keys-per-owner", "1000000"];
         extra.retain(|_| kind == Kind::Keymint);
@@ -714,7 +719,7 @@ async fn lifecycle(ctx: &mut Ctx) -> Result<Value> {
     for kind in [Kind::Floor, Kind::Keymint] {
         eprintln!("bench: lifecycle of {n} keys ({})", kind.label());
         let tag = format!("lifecycle-{}", kind.label());
-        let ns = ctx.namespace(&tag).await?;
+        let ns = ctx.namespace(kind, &tag).await?;
         let observer = Observer::start(&ctx.client, &ns).await?;
         let proc = ctx.start(kind, &ns, &tag, &[]).await?;
         let m0 = ctx.meter(Some(&proc)).await;
@@ -837,7 +842,7 @@ async fn big_secrets(ctx: &mut Ctx) -> Result<Value> {
     let count = ctx.plan.big_secrets;
     let n = ctx.plan.big_secrets_keys;
     eprintln!("bench: memory with {count} unrelated 1 MiB Secrets and {n} keys");
-    let ns = ctx.namespace("bigsecrets").await?;
+    let ns = ctx.namespace(Kind::Keymint, "bigsecrets").await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let started = Instant::now();
     let results: Vec<Result<()>> = futures::stream::iter(0..count)

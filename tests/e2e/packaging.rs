@@ -29,7 +29,9 @@ use serde_json::{Value, json};
 
 use crate::support::chart::{CHART, helm, render};
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, control_plane, eventually, wait_for_phase};
+use crate::support::{
+    TestNamespace, api_key, apiserver_audit, control_plane, eventually, wait_for_phase,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -96,6 +98,8 @@ async fn the_chart_renders_objects_the_api_server_accepts() {
         "PodDisruptionBudget",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.contains(expected), "no {expected} in {kinds:?}");
     }
@@ -129,6 +133,8 @@ async fn chart_values_narrow_the_scope_and_switch_features() {
             "--set",
             "ownerBinding.enabled=false",
             "--set",
+            "finalizerPolicy.enabled=false",
+            "--set",
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "config.maxKeysPerOwner=5",
@@ -136,6 +142,7 @@ async fn chart_values_narrow_the_scope_and_switch_features() {
     );
     let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
     assert!(!kinds.contains("ValidatingAdmissionPolicy"), "{kinds:?}");
+    assert!(!kinds.contains("MutatingAdmissionPolicy"), "{kinds:?}");
     assert!(!kinds.contains("ClusterRoleBinding"), "{kinds:?}");
     // With a watch namespace, the operator's ApiKey and Secret rights are a
     // Role there, not a ClusterRole; no Lease rights without election.
@@ -811,6 +818,119 @@ async fn the_operator_never_writes_an_api_key_spec() {
 
 /// helm, built from tests/tools on first use.
 /// A release name of this test's own, so cluster-scoped objects never clash.
+/// The chart's MutatingAdmissionPolicy puts keymint's finalizer on every
+/// ApiKey as it is created, so keymint never patches an ApiKey to add it.
+#[tokio::test]
+async fn the_finalizer_policy_adds_the_finalizer_at_creation() {
+    const KEYS: usize = 5;
+    let ns = TestNamespace::new("finalizer").await;
+    let release = release_name(&ns);
+    // The cluster is shared by parallel tests: bind the policy to this
+    // namespace only.
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
+    let objects = render(
+        &release,
+        &ns.name,
+        &[
+            "--set-json",
+            &format!("finalizerPolicy.namespaceSelector={selector}"),
+        ],
+    );
+    let policy: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"].contains(&kind_of(o))
+        })
+        .collect();
+    assert_eq!(policy.len(), 2, "policy and binding");
+    for object in &policy {
+        create(&ns.client, object, &ns.name).await;
+    }
+    let api: Api<ApiKey> = ns.api();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // Policies take effect once the API server has loaded them.
+    let mut held = api_key("held", "p", "alice@example.com");
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    eventually(Duration::from_secs(20), || {
+        let (api, dry, held) = (api.clone(), dry.clone(), held.clone());
+        async move {
+            api.create(&dry, &held).await.is_ok_and(|k| {
+                k.finalizers() == ["example.com/hold", keymint::reconcile::FINALIZER]
+            })
+        }
+    })
+    .await;
+
+    let operator = Operator::start(&ns.name, &[]);
+    let mark = apiserver_audit::mark();
+    for i in 0..KEYS {
+        let created = api
+            .create(
+                &PostParams::default(),
+                &api_key(&format!("k{i}"), "p", "alice@example.com"),
+            )
+            .await
+            .expect("create");
+        assert_eq!(created.finalizers(), [keymint::reconcile::FINALIZER]);
+    }
+    for i in 0..KEYS {
+        wait_for_phase(
+            &api,
+            &format!("k{i}"),
+            Phase::Active,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    api.delete("k0", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(Duration::from_secs(20), || {
+        let api = api.clone();
+        async move { matches!(api.get_opt("k0").await, Ok(None)) }
+    })
+    .await;
+    let secrets: Api<Secret> = ns.api();
+    assert!(secrets.get_opt("k0").await.expect("get").is_none());
+
+    if apiserver_audit::path().is_some() {
+        let writes = apiserver_audit::keymint_writes_since(mark, &ns.name);
+        let count = |verb: &str, resource: &str, subresource: &str| {
+            writes
+                .iter()
+                .filter(|w| {
+                    w.verb == verb
+                        && w.object_ref.resource == resource
+                        && w.object_ref.subresource == subresource
+                })
+                .count()
+        };
+        // Only k0's finalizer removal patches an ApiKey itself.
+        assert_eq!(count("patch", "apikeys", ""), 1, "{writes:#?}");
+        assert_eq!(count("patch", "apikeys", "status"), KEYS, "{writes:#?}");
+        assert_eq!(count("create", "secrets", ""), KEYS);
+    }
+    // The finalizers go with keymint's cleanup, before keymint stops.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete the keys");
+    eventually(Duration::from_secs(20), || {
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        }
+    })
+    .await;
+    drop(operator);
+    delete_cluster_scoped(&ns.client, &policy).await;
+    ns.delete().await;
+}
+
 fn release_name(ns: &TestNamespace) -> String {
     let suffix = ns.name.rsplit('-').next().expect("suffix");
     format!("keymint-{suffix}")

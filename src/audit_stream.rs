@@ -41,6 +41,8 @@ const ANNOTATION_PREV_SEQ: &str = "keymint.dev/prev-seq";
 const ANNOTATION_PREV_HASH: &str = "keymint.dev/prev-hash";
 /// Requests taken into one batch (each request may hold a few drafts).
 const MAX_BATCH: usize = 256;
+/// How long a batch waits for company during a burst.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
 /// Write conflicts retried within one batch before the batch fails.
 const CAS_ATTEMPTS: usize = 16;
 /// How far back before the newest entry the start-up index reaches. A
@@ -240,14 +242,28 @@ struct Segment {
 
 impl Appender {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut busy = false;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
+            // In a burst (the last batch had company) wait a moment for more
+            // requests: every write rewrites the head segment, so fewer,
+            // larger batches keep the writes and bytes down. A lone
+            // transition in a quiet system is written at once.
+            let linger = match busy {
+                true => BATCH_LINGER,
+                false => Duration::ZERO,
+            };
+            let deadline = tokio::time::Instant::now() + linger;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(request) => batch.push(request),
-                    Err(_) => break,
+                    Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(request)) => batch.push(request),
+                        _ => break,
+                    },
                 }
             }
+            busy = batch.len() > 1;
             let drafts: Vec<Draft> = batch
                 .iter()
                 .flat_map(|r| r.drafts.iter().cloned())

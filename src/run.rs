@@ -148,9 +148,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         let own_writes = own_writes.clone();
         let (waiting, wake) = (waiting.clone(), wake_tx.clone());
         watcher(api_keys, watcher::Config::default())
-            // managedFields are most of a cached ApiKey's memory and keymint
-            // never reads them.
-            .modify(|api_key| api_key.managed_fields_mut().clear())
+            // managedFields are most of a cached ApiKey's memory, and
+            // `kubectl apply` (client-side) adds a whole copy of the object
+            // as an annotation; keymint reads neither.
+            .modify(|api_key| {
+                api_key.managed_fields_mut().clear();
+                api_key
+                    .annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
+            })
             .reflect(writer)
             // After the cache has the change: a key that stopped holding a
             // slot wakes the keys waiting in its pair.

@@ -23,7 +23,7 @@ build: ## build the keymint binary (debug)
 test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
 	$(CARGO) test --lib --bins --tests
 
-bench: controlplane tools ## benchmarks (release build, own control plane, ~20 min): table + target/bench/results.json
+bench: controlplane tools ## benchmarks (release build, own control plane, ~8-15 min): table + target/bench/results.json
 	$(CARGO) build --release
 	$(CARGO) bench --bench bench -- --full $(ARGS)
 

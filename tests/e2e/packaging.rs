@@ -817,7 +817,6 @@ async fn the_operator_never_writes_an_api_key_spec() {
 // Helpers
 
 /// helm, built from tests/tools on first use.
-/// A release name of this test's own, so cluster-scoped objects never clash.
 /// The chart's MutatingAdmissionPolicy puts keymint's finalizer on every
 /// ApiKey as it is created, so keymint never patches an ApiKey to add it.
 #[tokio::test]
@@ -931,6 +930,7 @@ async fn the_finalizer_policy_adds_the_finalizer_at_creation() {
     ns.delete().await;
 }
 
+/// A release name of this test's own, so cluster-scoped objects never clash.
 fn release_name(ns: &TestNamespace) -> String {
     let suffix = ns.name.rsplit('-').next().expect("suffix");
     format!("keymint-{suffix}")

@@ -217,3 +217,36 @@ pub struct TransitionRecord {
     /// The keymint instance that made it.
     pub instance: String,
 }
+/// Where a stored ApiKey that cannot be read as [`ApiKey`] goes wrong: the
+/// path of the first offending field (e.g. `status.conditions[0].lastTransitionTime`)
+/// and why. None if it reads. The schema refuses malformed specs, so this is
+/// mostly a status written by someone else.
+pub fn unreadable_field(object: &serde_json::Value) -> Option<String> {
+    serde_path_to_error::deserialize::<_, ApiKey>(object)
+        .err()
+        .map(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_api_key_names_the_field() {
+        let mut object = serde_json::json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": "k", "namespace": "ns"},
+            "spec": {"project": "p", "owner": "alice@example.com"},
+        });
+        assert_eq!(unreadable_field(&object), None);
+        object["status"] = serde_json::json!({"conditions": [{
+            "type": "Ready", "status": "False", "reason": "Garbage", "message": "",
+            "lastTransitionTime": "2099-01-31T00:00:00x5Z",
+        }]});
+        let found = unreadable_field(&object).expect("unreadable");
+        assert!(
+            found.starts_with("status.conditions[0].lastTransitionTime: "),
+            "{found}"
+        );
+    }
+}

@@ -19,7 +19,9 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
@@ -202,7 +204,10 @@ async fn reconcile_guarded(obj: Arc<GuardedApiKey>, ctx: &Arc<Context>) -> Resul
         Err(invalid) => {
             // Not stalling the others is the point: report and wait for a fix.
             let reference = obj.object_ref(&());
-            let note = truncate(&format!("keymint cannot read this ApiKey: {invalid}"), 400);
+            let detail = unreadable_field(ctx, &obj)
+                .await
+                .unwrap_or_else(|| invalid.error.clone());
+            let note = truncate(&format!("keymint cannot read this ApiKey: {detail}"), 400);
             warn!(apikey = reference.name.as_deref(), "{note}");
             let event = kube::runtime::events::Event {
                 type_: kube::runtime::events::EventType::Warning,
@@ -245,6 +250,19 @@ async fn reconcile_guarded(obj: Arc<GuardedApiKey>, ctx: &Arc<Context>) -> Resul
         ) if s.code == 409 || s.code == 422 => Err(Error::Stale),
         Err(e) => Err(Error::Finalizer(e.to_string())),
     }
+}
+
+/// Which field makes an ApiKey unreadable, from the object as stored (the
+/// guard keeps only serde's message, which does not say where).
+async fn unreadable_field(ctx: &Context, obj: &GuardedApiKey) -> Option<String> {
+    let resource = ApiResource::erase::<ApiKey>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &obj.namespace().unwrap_or_default(),
+        &resource,
+    );
+    let stored = api.get(&obj.name_any()).await.ok()?;
+    crate::api::unreadable_field(&serde_json::to_value(stored).ok()?)
 }
 
 /// Retries back off exponentially per ApiKey, from 1 s to `max_backoff`; a

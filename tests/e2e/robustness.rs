@@ -78,8 +78,9 @@ async fn a_malformed_api_key_does_not_stall_the_others() {
 
     let note = wait_for_warning(&ns, "malformed", "InvalidSpec").await;
     assert!(
-        note.contains("cannot read this ApiKey"),
-        "the note says what is wrong: {note}"
+        note.contains("cannot read this ApiKey")
+            && note.contains("status.conditions[0].lastTransitionTime"),
+        "the note says what is wrong, and where: {note}"
     );
     assert!(
         ns.api::<Secret>()

@@ -542,18 +542,11 @@ async fn the_operator_works_with_only_the_charts_rbac() {
 async fn owner_binding_admits_own_keys_and_granted_impersonators_only() {
     let ns = TestNamespace::new("owner").await;
     let release = release_name(&ns);
-    // The cluster is shared by parallel tests: bind the policy to this
-    // namespace only.
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
-    let objects = render(
+    let objects = render_bound_to(
+        &ns,
         &release,
-        &ns.name,
-        &[
-            "--set-json",
-            &format!("ownerBinding.namespaceSelector={selector}"),
-            "--set",
-            "rbac.aggregateToDefaultRoles=false",
-        ],
+        "ownerBinding",
+        &["--set", "rbac.aggregateToDefaultRoles=false"],
     );
     let edit = format!("{release}-edit");
     let impersonate = format!("{release}-impersonate-owner");
@@ -824,17 +817,7 @@ async fn the_finalizer_policy_adds_the_finalizer_at_creation() {
     const KEYS: usize = 5;
     let ns = TestNamespace::new("finalizer").await;
     let release = release_name(&ns);
-    // The cluster is shared by parallel tests: bind the policy to this
-    // namespace only.
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
-    let objects = render(
-        &release,
-        &ns.name,
-        &[
-            "--set-json",
-            &format!("finalizerPolicy.namespaceSelector={selector}"),
-        ],
-    );
+    let objects = render_bound_to(&ns, &release, "finalizerPolicy", &[]);
     let policy: Vec<&Value> = objects
         .iter()
         .filter(|o| {
@@ -928,6 +911,17 @@ async fn the_finalizer_policy_adds_the_finalizer_at_creation() {
     drop(operator);
     delete_cluster_scoped(&ns.client, &policy).await;
     ns.delete().await;
+}
+
+/// Renders the chart with the admission policy under `values` (its
+/// `namespaceSelector`) bound to this test's namespace only: the cluster is
+/// shared by parallel tests.
+fn render_bound_to(ns: &TestNamespace, release: &str, values: &str, extra: &[&str]) -> Vec<Value> {
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
+    let bind = format!("{values}.namespaceSelector={selector}");
+    let mut args = vec!["--set-json", bind.as_str()];
+    args.extend_from_slice(extra);
+    render(release, &ns.name, &args)
 }
 
 /// A release name of this test's own, so cluster-scoped objects never clash.

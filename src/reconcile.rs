@@ -608,6 +608,7 @@ fn waiting_keys(
     for reference in ctx.waiting.of(pair) {
         // The index may be behind the cache: judge the cached object.
         let Some(guarded) = ctx.store.get(&reference) else {
+            ctx.waiting.forget(pair, &reference);
             continue;
         };
         let Ok(k) = &guarded.0 else {

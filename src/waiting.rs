@@ -63,8 +63,8 @@ impl WaitingKeys {
                 }
                 waiting.iter().cloned().collect()
             }
-            // A relist: entries of keys deleted meanwhile stay until looked
-            // up (callers check each against the cache).
+            // A relist: entries of keys deleted meanwhile stay until a caller
+            // finds them missing from the cache and forgets them.
             Event::Init | Event::InitDone => Vec::new(),
         }
     }
@@ -77,6 +77,19 @@ impl WaitingKeys {
             .get(&key)
             .map(|w| w.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Drops `reference` from `pair`'s waiting keys: for an entry the cache
+    /// no longer has (deleted while the watch was relisting).
+    pub fn forget(&self, pair: &Pair<'_>, reference: &ObjectRef<GuardedApiKey>) {
+        let key = (pair.project.to_string(), pair.owner.to_string());
+        let mut by_pair = self.lock();
+        if let Some(waiting) = by_pair.get_mut(&key) {
+            waiting.remove(reference);
+            if waiting.is_empty() {
+                by_pair.remove(&key);
+            }
+        }
     }
 
     fn lock(
@@ -162,6 +175,16 @@ mod tests {
             Some(Phase::Expired),
         )));
         assert!(woken.is_empty(), "a relist reconciles everything anyway");
+    }
+
+    #[test]
+    fn a_forgotten_key_leaves_the_index() {
+        let index = WaitingKeys::default();
+        let w = api_key("w", "alice", None);
+        index.observe(&Event::InitApply(w.clone()));
+        index.forget(&ALICE, &ObjectRef::from_obj(&w));
+        assert!(index.of(&ALICE).is_empty());
+        assert!(index.lock().is_empty());
     }
 
     #[test]

@@ -19,12 +19,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keymint::api::{ApiKey, Phase, TransitionRecord};
 use keymint::audit::{self, Action, Anchor, Entry, GENESIS};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, control_plane, events_for, eventually};
+use crate::support::{
+    TestNamespace, api_key, control_plane, events_for, eventually, replace_secret,
+};
 
 const SEGMENT_SELECTOR: &str = "keymint.dev/audit=segment";
 const SEGMENT_PREFIX: &str = "keymint-audit-";
@@ -326,42 +328,11 @@ async fn plaintext(secrets: &Api<Secret>, name: &str) -> String {
 /// Returns the forged plaintext.
 async fn tamper_with_secret(secrets: &Api<Secret>, name: &str) -> String {
     let original = secrets.get(name).await.expect("Secret exists");
-    secrets
-        .delete(
-            name,
-            &DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: original.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .expect("delete the Secret");
-    let forged = keymint::key::mint().expect("mint a look-alike key");
-    let mut data = original.data.clone().unwrap_or_default();
-    data.insert(
-        "api-key".into(),
-        ByteString(forged.expose().as_bytes().to_vec()),
-    );
-    let replacement = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: original.metadata.labels.clone(),
-            annotations: original.metadata.annotations.clone(),
-            owner_references: original.metadata.owner_references.clone(),
-            ..ObjectMeta::default()
-        },
-        type_: original.type_.clone(),
-        data: Some(data),
-        ..Secret::default()
-    };
-    secrets
-        .create(&PostParams::default(), &replacement)
-        .await
-        .expect("create the replacement Secret");
-    forged.expose().to_string()
+    let replacement = replace_secret(secrets, &original, true).await;
+    let bytes = replacement.data.as_ref().expect("data")["api-key"]
+        .0
+        .clone();
+    String::from_utf8(bytes).expect("utf8 key")
 }
 
 /// What the test knows about one ApiKey, to check its entries against.

@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::{ApiKey, Phase};
-use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
 use crate::support::{
-    TestNamespace, api_key, apiserver_audit, eventually, wait_for_phase, wait_for_warning, warnings,
+    TestNamespace, api_key, apiserver_audit, eventually, replace_secret, wait_for_phase,
+    wait_for_warning, warnings,
 };
 
 /// The harness runs the operator with `--verify-interval 2s`.
@@ -69,56 +69,6 @@ async fn minted(ns: &TestNamespace, name: &str) -> (ApiKey, Secret) {
     let key = wait_for_phase(&api, name, Phase::Active, Duration::from_secs(20)).await;
     let secret = ns.api::<Secret>().get(name).await.expect("Secret exists");
     (key, secret)
-}
-
-/// Deletes `original` (that exact Secret) and creates another under the same
-/// name: with the same labels, annotations and — if `keep_owner` — the same
-/// controller ownerReference, but a different (well-formed) key. Returns the
-/// replacement as created.
-async fn replace_secret(secrets: &Api<Secret>, original: &Secret, keep_owner: bool) -> Secret {
-    let name = original.name_any();
-    secrets
-        .delete(
-            &name,
-            &DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: original.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .expect("delete the Secret");
-    let forged = keymint::key::mint().expect("mint a look-alike key");
-    let mut data = original.data.clone().unwrap_or_default();
-    data.insert(
-        "api-key".into(),
-        ByteString(forged.expose().as_bytes().to_vec()),
-    );
-    let replacement = Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            labels: original.metadata.labels.clone(),
-            annotations: original.metadata.annotations.clone(),
-            owner_references: if keep_owner {
-                original.metadata.owner_references.clone()
-            } else {
-                None
-            },
-            ..ObjectMeta::default()
-        },
-        type_: original.type_.clone(),
-        // Left mutable on purpose: an operator that overwrote it could.
-        immutable: None,
-        data: Some(data),
-        ..Secret::default()
-    };
-    // The old Secret has no finalizers, so its name is free at once.
-    secrets
-        .create(&PostParams::default(), &replacement)
-        .await
-        .expect("create the replacement Secret")
 }
 
 /// The Ready condition of `key`: (status, reason, message).

@@ -24,9 +24,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use tokio::sync::OnceCell;
@@ -370,4 +372,54 @@ pub async fn wait_for_warning(ns: &TestNamespace, name: &str, reason: &str) -> S
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes `original` (that exact Secret) and creates another under the same
+/// name: with the same labels, annotations and — if `keep_owner` — the same
+/// controller ownerReference, but a different (well-formed) key. Returns the
+/// replacement as created.
+pub async fn replace_secret(secrets: &Api<Secret>, original: &Secret, keep_owner: bool) -> Secret {
+    let name = original.name_any();
+    secrets
+        .delete(
+            &name,
+            &DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: original.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .expect("delete the Secret");
+    let forged = keymint::key::mint().expect("mint a look-alike key");
+    let mut data = original.data.clone().unwrap_or_default();
+    data.insert(
+        "api-key".into(),
+        ByteString(forged.expose().as_bytes().to_vec()),
+    );
+    let replacement = Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: original.metadata.labels.clone(),
+            annotations: original.metadata.annotations.clone(),
+            owner_references: if keep_owner {
+                original.metadata.owner_references.clone()
+            } else {
+                None
+            },
+            ..ObjectMeta::default()
+        },
+        type_: original.type_.clone(),
+        // Left mutable on purpose: an operator that overwrote it could.
+        immutable: None,
+        data: Some(data),
+        ..Secret::default()
+    };
+    // The old Secret has no finalizers, so its name is free at once.
+    secrets
+        .create(&PostParams::default(), &replacement)
+        .await
+        .expect("create the replacement Secret")
 }

@@ -19,6 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::support::operator::Operator;
+use crate::support::watch_from_here;
 use crate::support::{TestNamespace, api_key, wait_for_phase};
 
 /// No expiring-soon entries: a key with an expiry stays plainly Active
@@ -236,52 +237,35 @@ struct Minted {
 async fn record_minted(secrets: Api<Secret>) -> Arc<Mutex<Minted>> {
     let minted: Arc<Mutex<Minted>> = Arc::default();
     let sink = minted.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        let mut stream = watcher(secrets, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                    if s.labels()
-                        .get("app.kubernetes.io/managed-by")
-                        .map(String::as_str)
-                        != Some("keymint")
-                    {
-                        continue;
-                    }
-                    let mut minted = sink.lock().expect("lock");
-                    let key_id = s
-                        .annotations()
-                        .get("keymint.dev/key-id")
-                        .cloned()
-                        .unwrap_or_default();
-                    for owner in s.owner_references() {
-                        if owner.controller == Some(true) {
-                            minted.key_ids.insert(owner.uid.clone(), key_id.clone());
-                        }
-                    }
-                    if let Some(key) = s.data.as_ref().and_then(|d| d.get("api-key")) {
-                        minted
-                            .keys
-                            .insert(String::from_utf8_lossy(&key.0).into_owned());
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                _ => {}
+    watch_from_here(secrets, watcher::Config::default(), move |event| {
+        let (watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event else {
+            return;
+        };
+        if s.labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            != Some("keymint")
+        {
+            return;
+        }
+        let mut minted = sink.lock().expect("lock");
+        let key_id = s
+            .annotations()
+            .get("keymint.dev/key-id")
+            .cloned()
+            .unwrap_or_default();
+        for owner in s.owner_references() {
+            if owner.controller == Some(true) {
+                minted.key_ids.insert(owner.uid.clone(), key_id.clone());
             }
         }
-    });
-    tokio::time::timeout(Duration::from_secs(30), ready_rx)
-        .await
-        .expect("the Secret watch lists within 30 s")
-        .expect("watch task alive");
+        if let Some(key) = s.data.as_ref().and_then(|d| d.get("api-key")) {
+            minted
+                .keys
+                .insert(String::from_utf8_lossy(&key.0).into_owned());
+        }
+    })
+    .await;
     minted
 }
 

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -24,6 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
+use crate::support::watch_from_here;
 use crate::support::{
     TestNamespace, api_key, control_plane, events_for, eventually, replace_secret,
 };
@@ -173,37 +173,24 @@ impl SegmentWatch {
         let api: Api<ConfigMap> = ns.api();
         let log: Arc<Mutex<SegmentLog>> = Arc::default();
         let sink = log.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            let config = watcher::Config::default().labels(SEGMENT_SELECTOR);
-            let mut stream = watcher(api, config).boxed();
-            while let Some(event) = stream.next().await {
-                let mut log = sink.lock().expect("lock");
-                match event {
-                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
-                        let name = cm.name_any();
-                        log.versions.push((name.clone(), content_of(&cm)));
-                        log.live.insert(name);
-                        log.max_live = log.max_live.max(log.live.len());
-                    }
-                    Ok(watcher::Event::Delete(cm)) => {
-                        log.live.remove(&cm.name_any());
-                        log.deleted.insert(cm.name_any());
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(watcher::Event::Init) | Err(_) => {}
+        let config = watcher::Config::default().labels(SEGMENT_SELECTOR);
+        let task = watch_from_here(api, config, move |event| {
+            let mut log = sink.lock().expect("lock");
+            match event {
+                watcher::Event::Apply(cm) | watcher::Event::InitApply(cm) => {
+                    let name = cm.name_any();
+                    log.versions.push((name.clone(), content_of(&cm)));
+                    log.live.insert(name);
+                    log.max_live = log.max_live.max(log.live.len());
                 }
+                watcher::Event::Delete(cm) => {
+                    log.live.remove(&cm.name_any());
+                    log.deleted.insert(cm.name_any());
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
             }
-        });
-        tokio::time::timeout(Duration::from_secs(30), ready_rx)
-            .await
-            .expect("the watch lists within 30 s")
-            .expect("watch task alive");
+        })
+        .await;
         SegmentWatch { log, task }
     }
 

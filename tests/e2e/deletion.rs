@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::support::operator::Operator;
+use crate::support::watch_from_here;
 use crate::support::{
     TestNamespace, api_key, apiserver_audit, events_for, eventually, wait_for_phase,
 };
@@ -33,31 +33,15 @@ where
 {
     let deleted: Arc<Mutex<BTreeMap<String, Timestamp>>> = Arc::default();
     let sink = deleted.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Delete(k)) => {
-                    sink.lock()
-                        .expect("lock")
-                        .entry(k.name_any())
-                        .or_insert_with(Timestamp::now);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                _ => {}
-            }
+    watch_from_here(api, watcher::Config::default(), move |event| {
+        if let watcher::Event::Delete(k) = event {
+            sink.lock()
+                .expect("lock")
+                .entry(k.name_any())
+                .or_insert_with(Timestamp::now);
         }
-    });
-    tokio::time::timeout(Duration::from_secs(30), ready_rx)
-        .await
-        .expect("the watch lists within 30 s")
-        .expect("watch task alive");
+    })
+    .await;
     deleted
 }
 

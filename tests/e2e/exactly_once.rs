@@ -74,7 +74,7 @@ async fn sigkill_at_random_moments_never_mints_twice() {
     const KEYS: usize = 200;
     let ns = TestNamespace::new("sigkill").await;
     let api: Api<ApiKey> = ns.api();
-    let seen = record_secret_uids(ns.api());
+    let seen = record_secret_uids(ns.api()).await;
 
     // Creates race with the first operator; owners are spread so that the
     // quota is not what limits minting.
@@ -134,7 +134,7 @@ async fn two_operators_at_once_never_mint_twice() {
     const KEYS: usize = 60;
     let ns = TestNamespace::new("two-operators").await;
     let api: Api<ApiKey> = ns.api();
-    let seen = record_secret_uids(ns.api());
+    let seen = record_secret_uids(ns.api()).await;
     let _first = Operator::start(&ns.name, &[]);
     let _second = Operator::start(&ns.name, &[]);
     for i in 0..KEYS {

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -22,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::support::operator::Operator;
+use crate::support::watch_from_here;
 use crate::support::{TestNamespace, events_for, eventually, wait_for_phase};
 
 /// `expiresAt` as a user would write it, with a fraction of a second, so
@@ -109,31 +109,16 @@ where
     async fn start(api: Api<K>) -> Recording<K> {
         let seen: Arc<Mutex<Vec<Seen<K>>>> = Arc::default();
         let sink = seen.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
-            while let Some(event) = stream.next().await {
-                let at = Timestamp::now();
-                let change = match event {
-                    Ok(watcher::Event::Apply(k)) => Change::Applied(k),
-                    Ok(watcher::Event::Delete(k)) => Change::Deleted(k),
-                    Ok(watcher::Event::InitApply(k)) => Change::Applied(k),
-                    Ok(watcher::Event::InitDone) => {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(());
-                        }
-                        continue;
-                    }
-                    Ok(watcher::Event::Init) | Err(_) => continue,
-                };
-                sink.lock().expect("lock").push(Seen { at, change });
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(30), ready_rx)
-            .await
-            .expect("the watch lists within 30 s")
-            .expect("watch task alive");
+        let task = watch_from_here(api, watcher::Config::default(), move |event| {
+            let at = Timestamp::now();
+            let change = match event {
+                watcher::Event::Apply(k) | watcher::Event::InitApply(k) => Change::Applied(k),
+                watcher::Event::Delete(k) => Change::Deleted(k),
+                watcher::Event::Init | watcher::Event::InitDone => return,
+            };
+            sink.lock().expect("lock").push(Seen { at, change });
+        })
+        .await;
         Recording { seen, task }
     }
 

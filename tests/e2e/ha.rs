@@ -123,7 +123,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration_and_no_key_is_min
     const KEYS: usize = 40;
     let ns = TestNamespace::new("leader-kill").await;
     let api: Api<ApiKey> = ns.api();
-    let seen = record_secret_uids(ns.api());
+    let seen = record_secret_uids(ns.api()).await;
     let mut first = Operator::start(&ns.name, LEADER);
     eventually(Duration::from_secs(20), || leading(&first)).await;
     let second = Operator::start(&ns.name, LEADER);

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,35 +17,22 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::support::operator::Operator;
+use crate::support::watch_from_here;
 use crate::support::{TestNamespace, api_key, apiserver_audit, eventually, wait_for_phase};
 
 /// Every `api-key` value any Secret in the namespace ever held, from a watch
 /// that runs for the whole test: keys that expired or were deleted count too.
 async fn record_key_values(secrets: Api<Secret>) -> Arc<Mutex<BTreeSet<String>>> {
     let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let ready: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let (sink, started) = (seen.clone(), ready.clone());
-    tokio::spawn(async move {
-        let mut stream = watcher(secrets, watcher::Config::default()).boxed();
-        while let Some(Ok(event)) = stream.next().await {
-            match event {
-                watcher::Event::InitDone => {
-                    started.store(true, std::sync::atomic::Ordering::SeqCst)
-                }
-                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                    if let Some(v) = s.data.as_ref().and_then(|d| d.get("api-key")) {
-                        sink.lock()
-                            .expect("lock")
-                            .insert(String::from_utf8_lossy(&v.0).into_owned());
-                    }
-                }
-                _ => {}
-            }
+    let sink = seen.clone();
+    watch_from_here(secrets, watcher::Config::default(), move |event| {
+        if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = event
+            && let Some(v) = s.data.as_ref().and_then(|d| d.get("api-key"))
+        {
+            sink.lock()
+                .expect("lock")
+                .insert(String::from_utf8_lossy(&v.0).into_owned());
         }
-    });
-    eventually(Duration::from_secs(10), || {
-        let ready = ready.clone();
-        async move { ready.load(std::sync::atomic::Ordering::SeqCst) }
     })
     .await;
     seen

@@ -3,59 +3,22 @@
 //! reported (status, Warning Event) and never re-minted or overwritten; the
 //! operator needs no watch on Secrets to find out.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::{ApiKey, Phase};
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::support::operator::Operator;
 use crate::support::{
-    TestNamespace, api_key, apiserver_audit, eventually, replace_secret, wait_for_phase,
-    wait_for_warning, warnings,
+    TestNamespace, api_key, apiserver_audit, eventually, record_secret_uids, replace_secret,
+    wait_for_phase, wait_for_warning, warnings,
 };
 
 /// The harness runs the operator with `--verify-interval 2s`.
 const VERIFY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Every Secret UID ever seen under each Secret name, from a watch that runs
-/// for the whole test (started before anything is created).
-async fn record_secret_uids(
-    secrets: Api<Secret>,
-) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
-    let ready: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let (sink, started) = (seen.clone(), ready.clone());
-    tokio::spawn(async move {
-        let mut stream = watcher(secrets, watcher::Config::default()).boxed();
-        while let Some(Ok(event)) = stream.next().await {
-            match event {
-                watcher::Event::InitDone => {
-                    started.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => {
-                    sink.lock()
-                        .expect("lock")
-                        .entry(secret.name_any())
-                        .or_default()
-                        .insert(secret.uid().unwrap_or_default());
-                }
-                _ => {}
-            }
-        }
-    });
-    eventually(Duration::from_secs(10), || {
-        let ready = ready.clone();
-        async move { ready.load(std::sync::atomic::Ordering::SeqCst) }
-    })
-    .await;
-    seen
-}
 
 /// Mints `name` and returns the ApiKey (Active) and its Secret.
 async fn minted(ns: &TestNamespace, name: &str) -> (ApiKey, Secret) {

@@ -18,18 +18,21 @@ pub mod apiserver_audit;
 pub mod chart;
 pub mod operator;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use tokio::sync::OnceCell;
 
@@ -313,29 +316,57 @@ pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(St
         .collect()
 }
 
+/// Watches `api` for the rest of the test, handing every event to
+/// `on_event` in order, and returns once the initial list is done: nothing
+/// that happens afterwards is missed. Watch errors are retried with kube's
+/// default backoff.
+pub async fn watch_from_here<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut on_event: impl FnMut(watcher::Event<K>) + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            let listed = matches!(event, watcher::Event::InitDone);
+            on_event(event);
+            if listed && let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .expect("the watch lists within 30 s")
+        .expect("watch task alive");
+    task
+}
+
 /// Every Secret UID ever seen under each Secret name in `secrets`, from a
-/// watch that runs for the rest of the test: a name with two UIDs was
-/// minted twice.
-pub fn record_secret_uids(
-    secrets: Api<k8s_openapi::api::core::v1::Secret>,
-) -> std::sync::Arc<Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-    let seen: std::sync::Arc<
-        Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
-    > = Default::default();
+/// watch that runs for the rest of the test (started before anything it
+/// must see): a name with two UIDs was minted twice.
+pub async fn record_secret_uids(
+    secrets: Api<Secret>,
+) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
+    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
     let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut stream = watcher(secrets, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(secret)) = stream.next().await {
-            let mut seen = sink.lock().expect("lock");
-            seen.entry(secret.name_any())
+    watch_from_here(secrets, watcher::Config::default(), move |event| {
+        if let watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) = event {
+            sink.lock()
+                .expect("lock")
+                .entry(secret.name_any())
                 .or_default()
                 .insert(secret.uid().unwrap_or_default());
         }
-    });
+    })
+    .await;
     seen
 }
 

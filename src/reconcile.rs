@@ -467,6 +467,9 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
             return Ok(Slot::Granted);
         }
         let waiting = waiting_keys(ctx, &pair, &versioned.ledger, now);
+        let denied = |live, limit| Slot::Denied {
+            message: quota::rejection_message(&pair, live, limit, quota::position(&me, &waiting)),
+        };
         let mut live = versioned.ledger.live(now_ms);
         let mut dropped = false;
         if !quota::may_take_slot(&me, &waiting, limit.saturating_sub(live)) {
@@ -481,30 +484,14 @@ async fn request_slot(api_key: &ApiKey, ctx: &Context, now: Timestamp) -> Result
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Slot::Denied {
-                message: quota::rejection_message(
-                    &pair,
-                    live,
-                    limit,
-                    quota::position(&me, &waiting),
-                ),
-            });
+            return Ok(denied(live, limit));
         }
         match versioned
             .ledger
             .admit(&uid, ledger_entry(&me, now_ms), limit, now_ms)
         {
             Admission::AlreadyAdmitted => return Ok(Slot::Granted),
-            Admission::Full { live, limit } => {
-                return Ok(Slot::Denied {
-                    message: quota::rejection_message(
-                        &pair,
-                        live,
-                        limit,
-                        quota::position(&me, &waiting),
-                    ),
-                });
-            }
+            Admission::Full { live, limit } => return Ok(denied(live, limit)),
             Admission::Admitted => {}
         }
         // The same write admits the keys next in line with it: a burst of

@@ -1,28 +1,23 @@
 //! keymint: a Kubernetes operator that manages API keys as custom resources.
 //!
-//! Pure modules: `api` (the ApiKey types), `crd`, `key` (key format),
-//! `quota` (ledger and admission order), `lifecycle` (decisions, status,
-//! transitions), `secret` (building and judging the Secret).
-//! Kubernetes I/O: `ledger`, `reconcile`, `report`, `run` (`own_writes`
-//! keeps keymint's own status writes from triggering reconciles, `waiting`
-//! indexes the keys waiting for a quota slot).
+//! Folders by capability; the pure cores do no I/O and import no Kubernetes
+//! client (a unit test in this file keeps it so):
+//! - `apikey`: the ApiKey resource, its CRD, the key format, the Secret, and
+//!   the lifecycle decisions (pure).
+//! - `quota`: the ledger and the admission order (pure), the ledger's
+//!   ConfigMap store, slot requests and the index of waiting keys (I/O).
+//! - `audit`: entries, the hash chain and verification (pure), the stream in
+//!   ConfigMaps and the `keymint audit` command (I/O).
+//! - `reconcile`: one ApiKey reconciled — observe, decide, act — its errors,
+//!   and the reports (Events, audit entries) of its transitions.
+//! - `runtime`: `keymint run` wiring, options, HTTP endpoints, leader
+//!   election, metrics.
 
-pub mod api;
+pub mod apikey;
 pub mod audit;
-pub mod audit_cli;
-pub mod audit_stream;
-pub mod crd;
-pub mod http;
-pub mod key;
-pub mod leader;
-pub mod ledger;
-pub mod lifecycle;
-pub mod metrics;
-pub mod options;
-pub mod own_writes;
+pub mod configmap;
+pub mod digest;
+pub mod duration;
 pub mod quota;
 pub mod reconcile;
-pub mod report;
-pub mod run;
-pub mod secret;
-pub mod waiting;
+pub mod runtime;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keymint::options::{LogFormat, RunOptions};
+use keymint::runtime::options::{LogFormat, RunOptions};
 use tracing_subscriber::EnvFilter;
 
 /// keymint: API keys as Kubernetes custom resources.
@@ -19,7 +19,7 @@ enum Command {
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster).
     Run(RunOptions),
     /// Read, export and verify the audit stream.
-    Audit(keymint::audit_cli::AuditArgs),
+    Audit(keymint::audit::cli::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +51,7 @@ fn limit_malloc_arenas() {
 
 async fn cli(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Crd => match keymint::crd::yaml() {
+        Command::Crd => match keymint::apikey::crd::yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -61,7 +61,7 @@ async fn cli(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Audit(args) => match keymint::audit_cli::run(args).await {
+        Command::Audit(args) => match keymint::audit::cli::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -70,7 +70,7 @@ async fn cli(cli: Cli) -> ExitCode {
         },
         Command::Run(options) => {
             init_logging(options.log_format);
-            match keymint::run::run(options).await {
+            match keymint::runtime::run::run(options).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -161,8 +161,8 @@ pub async fn install_finalizer_policy(client: &Client) -> Result<()> {
     {
         create_namespace(client, probe_ns, "keymint").await?;
     }
-    let api_keys: Api<keymint::api::ApiKey> = Api::namespaced(client.clone(), probe_ns);
-    let probe = keymint::api::ApiKey::new(
+    let api_keys: Api<keymint::apikey::ApiKey> = Api::namespaced(client.clone(), probe_ns);
+    let probe = keymint::apikey::ApiKey::new(
         "probe",
         serde_json::from_value(serde_json::json!({"project": "probe", "owner": "probe"}))?,
     );
@@ -192,7 +192,7 @@ pub async fn install_crd(client: &Client) -> Result<()> {
             &Patch::Apply(&crd),
         )
         .await?;
-    let api_keys: Api<keymint::api::ApiKey> = Api::all(client.clone());
+    let api_keys: Api<keymint::apikey::ApiKey> = Api::all(client.clone());
     for _ in 0..300 {
         if api_keys.list_metadata(&Default::default()).await.is_ok() {
             return Ok(());

@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use keymint::api::{ApiKey, ApiKeyStatus};
-use keymint::lifecycle::{self, Outcome, StatusInput};
+use keymint::apikey::lifecycle::{self, Outcome, StatusInput};
+use keymint::apikey::{ApiKey, ApiKeyStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config, ResourceExt};
@@ -125,9 +125,9 @@ where
 }
 
 async fn mint(floor: &Floor, key: &ApiKey) -> Result<(ApiKeyStatus, String)> {
-    let minted = keymint::key::mint()?;
-    let secret = keymint::secret::build(key, &minted);
-    let secret_name = keymint::secret::name(key);
+    let minted = keymint::apikey::key::mint()?;
+    let secret = keymint::apikey::secret::build(key, &minted);
+    let secret_name = keymint::apikey::secret::name(key);
     let created = match floor.secrets.create(&PostParams::default(), &secret).await {
         Ok(created) => created,
         // A retry after a lost response: the Secret is there.
@@ -145,8 +145,8 @@ async fn mint(floor: &Floor, key: &ApiKey) -> Result<(ApiKeyStatus, String)> {
             now: Timestamp::now(),
         },
         &Outcome::Active {
-            key_id: keymint::key::key_id(&minted),
-            key_hash: keymint::key::hash(&minted),
+            key_id: keymint::apikey::key::key_id(&minted),
+            key_hash: keymint::apikey::key::hash(&minted),
             minted_at: created.metadata.creation_timestamp.as_ref().map(|t| t.0),
         },
     );
@@ -156,7 +156,7 @@ async fn mint(floor: &Floor, key: &ApiKey) -> Result<(ApiKeyStatus, String)> {
 
 async fn expire(floor: &Floor, key: &ApiKey, active: &(ApiKeyStatus, String)) -> Result<()> {
     let (status, secret_uid) = active;
-    let secret_name = keymint::secret::name(key);
+    let secret_name = keymint::apikey::secret::name(key);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(secret_uid.clone()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -93,7 +93,8 @@ impl Observer {
             let seen = seen.clone();
             tokio::spawn(async move {
                 // Only keys' Secrets: never stream unrelated (large) ones.
-                let config = watcher::Config::default().labels(keymint::secret::LABEL_API_KEY);
+                let config =
+                    watcher::Config::default().labels(keymint::apikey::secret::LABEL_API_KEY);
                 let mut stream = watcher(secrets, config).boxed();
                 while let Some(event) = stream.next().await {
                     let now = Timestamp::now();

@@ -11,9 +11,9 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
+use keymint::audit::stream::{DATA_ENTRIES, LABEL_AUDIT};
 use keymint::audit::{self, Action, Anchor, Entry};
-use keymint::audit_stream::{DATA_ENTRIES, LABEL_AUDIT};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -275,11 +275,13 @@ fn assert_no_key_material(segments: &[(String, String)], minted: &Minted) {
     assert!(!minted.keys.is_empty(), "keys were minted and recorded");
     for (name, content) in segments {
         assert!(
-            !content.contains(keymint::key::PREFIX),
+            !content.contains(keymint::apikey::key::PREFIX),
             "audit segment {name} holds text with the key prefix"
         );
         for key in &minted.keys {
-            let body = key.strip_prefix(keymint::key::PREFIX).unwrap_or(key);
+            let body = key
+                .strip_prefix(keymint::apikey::key::PREFIX)
+                .unwrap_or(key);
             // Not printed: the message only says that it happened.
             assert!(
                 !content.contains(body),

@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keymint::api::{ApiKey, Phase, TransitionRecord};
+use keymint::apikey::{ApiKey, Phase, TransitionRecord};
 use keymint::audit::{self, Action, Anchor, Entry, GENESIS};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
@@ -425,7 +425,7 @@ async fn every_transition_appends_one_entry_with_the_documented_fields() {
     // b-first holds bob's only slot; b-second waits for it.
     let first = api_key("b-first", "audit", "bob@example.com");
     // c-conflict: a Secret that is not ours already has its name.
-    let foreign = keymint::key::mint().expect("mint");
+    let foreign = keymint::apikey::key::mint().expect("mint");
     let foreign_secret = Secret {
         metadata: ObjectMeta {
             name: Some("c-conflict".into()),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::Api;
 use kube::api::PostParams;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -58,7 +58,7 @@ async fn assert_each_key_minted_once(
         let status = key.status.as_ref().expect("status");
         assert_eq!(
             status.key_hash.as_deref(),
-            Some(keymint::key::hash_bytes(content).as_str()),
+            Some(keymint::apikey::key::hash_bytes(content).as_str()),
             "{}: status.keyHash matches the Secret",
             key.name_any()
         );

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::Api;
 use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,7 +152,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration_and_no_key_is_min
     eventually(Duration::from_secs(25), || leading(&second)).await;
     let takeover = killed.elapsed();
     assert!(
-        takeover <= Duration::from_secs(keymint::leader::LEASE_SECONDS + 2),
+        takeover <= Duration::from_secs(keymint::runtime::leader::LEASE_SECONDS + 2),
         "takeover after SIGKILL took {takeover:?}"
     );
     creator.await.expect("creator");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keymint::api::{ApiKey, Phase, SecretTemplate};
+use keymint::apikey::{ApiKey, Phase, SecretTemplate};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -49,15 +49,19 @@ async fn raw(client: &Client, path: &str) -> String {
 /// `kmk_` + 49 base62 characters, or the 49 characters alone. Finds keys the
 /// test never saw (e.g. minted in memory by an attempt that failed).
 fn checksummed_keys(text: &str) -> BTreeSet<String> {
-    const BODY: usize = keymint::key::KEY_LEN - keymint::key::PREFIX.len();
+    const BODY: usize = keymint::apikey::key::KEY_LEN - keymint::apikey::key::PREFIX.len();
     let mut found = BTreeSet::new();
     for run in text
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|run| run.len() >= BODY)
     {
         for start in 0..=run.len() - BODY {
-            let candidate = format!("{}{}", keymint::key::PREFIX, &run[start..start + BODY]);
-            if keymint::key::parse(&candidate).is_ok() {
+            let candidate = format!(
+                "{}{}",
+                keymint::apikey::key::PREFIX,
+                &run[start..start + BODY]
+            );
+            if keymint::apikey::key::parse(&candidate).is_ok() {
                 found.insert(candidate);
             }
         }
@@ -70,7 +74,7 @@ fn checksummed_keys(text: &str) -> BTreeSet<String> {
 fn forms(key: &str) -> Vec<(&'static str, String)> {
     use std::fmt::Write as _;
     let body = key
-        .strip_prefix(keymint::key::PREFIX)
+        .strip_prefix(keymint::apikey::key::PREFIX)
         .unwrap_or(key)
         .to_string();
     let bytes = key.bytes().fold(String::new(), |mut s, b| {
@@ -116,7 +120,7 @@ fn with_expiry(mut key: ApiKey, from_now: Duration) -> ApiKey {
 
 /// A foreign Secret (no ownerReference) holding a well-formed key.
 fn foreign_secret(name: &str) -> Secret {
-    let forged = keymint::key::mint().expect("mint a look-alike key");
+    let forged = keymint::apikey::key::mint().expect("mint a look-alike key");
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -175,7 +179,7 @@ async fn the_key_appears_only_in_its_secret() {
         labels: Some(
             [(
                 "leaks-canary".to_string(),
-                keymint::api::LabelValue("refuse".into()),
+                keymint::apikey::LabelValue("refuse".into()),
             )]
             .into_iter()
             .collect(),
@@ -246,7 +250,7 @@ async fn the_key_appears_only_in_its_secret() {
     let keys: BTreeSet<String> = key_values.lock().expect("lock").clone();
     assert!(keys.len() >= 8, "{} keys seen in Secrets", keys.len());
     assert!(
-        keys.iter().all(|k| keymint::key::parse(k).is_ok()),
+        keys.iter().all(|k| keymint::apikey::key::parse(k).is_ok()),
         "every Secret holds a well-formed key"
     );
 
@@ -297,14 +301,17 @@ async fn the_key_appears_only_in_its_secret() {
             for (form, value) in forms(key) {
                 if text.contains(&value) {
                     // Name the key by its id, never print it.
-                    let id = keymint::key::key_id(&keymint::key::parse(key).expect("key"));
+                    let id = keymint::apikey::key::key_id(
+                        &keymint::apikey::key::parse(key).expect("key"),
+                    );
                     leaks.push(format!("key {id} ({form}) in {sink}"));
                 }
             }
         }
         // Keys the test never saw, e.g. minted by a failed attempt.
         for found in checksummed_keys(text) {
-            let id = keymint::key::key_id(&keymint::key::parse(&found).expect("key"));
+            let id =
+                keymint::apikey::key::key_id(&keymint::apikey::key::parse(&found).expect("key"));
             leaks.push(format!(
                 "a key-shaped string with a valid checksum (key {id}) in {sink}"
             ));
@@ -336,9 +343,9 @@ async fn the_key_appears_only_in_its_secret() {
 
 #[test]
 fn the_canary_search_recognises_every_form_of_a_key() {
-    let minted = keymint::key::mint().expect("mint");
+    let minted = keymint::apikey::key::mint().expect("mint");
     let key = minted.expose();
-    let body = &key[keymint::key::PREFIX.len()..];
+    let body = &key[keymint::apikey::key::PREFIX.len()..];
     assert_eq!(checksummed_keys(&format!("x {key} y")).len(), 1);
     assert_eq!(checksummed_keys(&format!("value={body}\"")).len(), 1);
     let last = if key.ends_with('0') { '1' } else { '0' };

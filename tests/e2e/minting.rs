@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -29,14 +29,14 @@ async fn an_api_key_is_minted_into_its_secret() {
 
     let plaintext =
         String::from_utf8(secret.data.as_ref().expect("data")["api-key"].0.clone()).expect("utf8");
-    let parsed = keymint::key::parse(&plaintext).expect("a well-formed key");
+    let parsed = keymint::apikey::key::parse(&plaintext).expect("a well-formed key");
     assert_eq!(
         status.key_hash.as_deref(),
-        Some(keymint::key::hash(&parsed).as_str())
+        Some(keymint::apikey::key::hash(&parsed).as_str())
     );
     assert_eq!(
         status.key_id.as_deref(),
-        Some(keymint::key::key_id(&parsed).as_str())
+        Some(keymint::apikey::key::key_id(&parsed).as_str())
     );
     assert_eq!(status.secret_name.as_deref(), Some("payments-ci"));
     assert!(status.minted_at.is_some());

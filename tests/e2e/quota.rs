@@ -18,7 +18,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};

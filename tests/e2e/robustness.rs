@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use keymint::api::{ApiKey, Phase};
+use keymint::apikey::{ApiKey, Phase};
 use keymint::quota::Pair;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};

@@ -185,7 +185,7 @@ pub async fn install_crd(client: &Client) {
             .expect("apply the ApiKey CRD");
             // A new CRD is Established and then takes a moment before the
             // resource is served: poll until a list succeeds.
-            let api_keys: Api<keymint::api::ApiKey> = Api::all(client.clone());
+            let api_keys: Api<keymint::apikey::ApiKey> = Api::all(client.clone());
             eventually(Duration::from_secs(30), || async {
                 api_keys.list_metadata(&Default::default()).await.is_ok()
             })
@@ -261,10 +261,10 @@ impl TestNamespace {
 }
 
 /// An ApiKey with the given project and owner, no expiry.
-pub fn api_key(name: &str, project: &str, owner: &str) -> keymint::api::ApiKey {
-    keymint::api::ApiKey::new(
+pub fn api_key(name: &str, project: &str, owner: &str) -> keymint::apikey::ApiKey {
+    keymint::apikey::ApiKey::new(
         name,
-        keymint::api::ApiKeySpec {
+        keymint::apikey::ApiKeySpec {
             project: project.into(),
             owner: owner.into(),
             description: None,
@@ -277,11 +277,11 @@ pub fn api_key(name: &str, project: &str, owner: &str) -> keymint::api::ApiKey {
 
 /// Waits until the ApiKey `name` has `phase`; returns it.
 pub async fn wait_for_phase(
-    api: &Api<keymint::api::ApiKey>,
+    api: &Api<keymint::apikey::ApiKey>,
     name: &str,
-    phase: keymint::api::Phase,
+    phase: keymint::apikey::Phase,
     timeout: Duration,
-) -> keymint::api::ApiKey {
+) -> keymint::apikey::ApiKey {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let current = api.get_opt(name).await.expect("get ApiKey");
@@ -424,7 +424,7 @@ pub async fn replace_secret(secrets: &Api<Secret>, original: &Secret, keep_owner
         )
         .await
         .expect("delete the Secret");
-    let forged = keymint::key::mint().expect("mint a look-alike key");
+    let forged = keymint::apikey::key::mint().expect("mint a look-alike key");
     let mut data = original.data.clone().unwrap_or_default();
     data.insert(
         "api-key".into(),

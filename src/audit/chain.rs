@@ -55,15 +55,13 @@ use std::fmt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
-use crate::key::PREFIX as KEY_PREFIX;
+use crate::apikey::key::PREFIX as KEY_PREFIX;
 
 /// `prev` of entry 1: `sha256:` and 64 zeros (no entry hashes to it).
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-const HASH_PREFIX: &str = "sha256:";
-const _: () = assert!(GENESIS.len() == HASH_PREFIX.len() + 64);
+const _: () = assert!(GENESIS.len() == crate::digest::PREFIX.len() + 64);
 
 /// Fractional-second digits in `time`. Nine (nanoseconds, jiff's own
 /// resolution) so a [`Draft`]'s time survives encoding exactly; a fixed width
@@ -990,15 +988,7 @@ pub fn format_time(time: Timestamp) -> String {
 
 /// `sha256:<64 lowercase hex>` of a line (the same form as key hashes).
 fn hash_line(line: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(line.as_bytes());
-    let mut out = String::with_capacity(HASH_PREFIX.len() + 2 * digest.len());
-    out.push_str(HASH_PREFIX);
-    for &b in digest.iter() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
+    crate::digest::sha256_tagged(line.as_bytes())
 }
 
 /// Replaces anything that looks like a key or a usable part of one (the key

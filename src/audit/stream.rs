@@ -21,13 +21,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::apikey::secret::{LABEL_MANAGED_BY, MANAGER};
 use crate::audit::{self, Draft, Entry, Head};
-use crate::secret::{LABEL_MANAGED_BY, MANAGER};
+use crate::configmap::{CasError, compare_and_swap};
 
 pub const LABEL_AUDIT: &str = "keymint.dev/audit";
 pub const SEGMENT_PREFIX: &str = "keymint-audit-";
@@ -70,7 +71,7 @@ impl std::str::FromStr for Retention {
                 Err("keep at least 2 segments".into())
             };
         }
-        crate::options::parse_duration(s)
+        crate::duration::parse_duration(s)
             .map(Retention::Age)
             .map_err(|e| format!("{e}; or a number of segments such as 100"))
     }
@@ -487,18 +488,12 @@ impl Appender {
             )])),
             ..ConfigMap::default()
         };
-        let params = PostParams {
-            field_manager: Some(MANAGER.to_string()),
-            ..PostParams::default()
-        };
-        let result = match &segment.resource_version {
-            None => self.api.create(&params, &cm).await,
-            Some(_) => self.api.replace(&segment.name, &params, &cm).await,
-        };
-        match result {
-            Ok(written) => Ok(written.resource_version()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(PutError::Race),
-            Err(e) => Err(PutError::Failed(format!("segment {}: {e}", segment.name))),
+        match compare_and_swap(&self.api, &cm).await {
+            Ok(version) => Ok(version),
+            Err(CasError::Conflict(_)) => Err(PutError::Race),
+            Err(CasError::Api(e)) => {
+                Err(PutError::Failed(format!("segment {}: {e}", segment.name)))
+            }
         }
     }
 

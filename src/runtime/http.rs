@@ -13,11 +13,11 @@ use axum::routing::get;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
-use crate::api::Phase;
-use crate::leader::Role;
-use crate::lifecycle::EXPIRING_SOON;
-use crate::metrics::Metrics;
-use crate::reconcile::GuardedApiKey;
+use crate::apikey::GuardedApiKey;
+use crate::apikey::Phase;
+use crate::apikey::lifecycle::EXPIRING_SOON;
+use crate::runtime::leader::Role;
+use crate::runtime::metrics::Metrics;
 
 /// What the endpoints report on.
 pub struct Status {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ApiKeyStatus, Phase, TransitionRecord};
-use crate::secret::Observed;
+use crate::apikey::secret::Observed;
+use crate::apikey::{ApiKeyStatus, Phase, TransitionRecord};
 
 /// What to do with an ApiKey, decided from its status, its expiry, the clock
 /// and the Secret under its name.

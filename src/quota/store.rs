@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 
+use crate::apikey::secret::{LABEL_MANAGED_BY, MANAGER};
+use crate::configmap::{CasError, compare_and_swap};
 use crate::quota::{Ledger, Pair};
-use crate::secret::{LABEL_MANAGED_BY, MANAGER};
 
 pub const LABEL_LEDGER: &str = "keymint.dev/ledger";
 
@@ -88,20 +89,12 @@ pub async fn save(
         )])),
         ..ConfigMap::default()
     };
-    let params = PostParams {
-        field_manager: Some(MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    let result = match versioned.resource_version {
-        None => api.create(&params, &cm).await,
-        Some(_) => api.replace(&pair.ledger_name(), &params, &cm).await,
-    };
-    match result {
-        Ok(written) => {
-            versioned.resource_version = written.metadata.resource_version;
+    match compare_and_swap(api, &cm).await {
+        Ok(version) => {
+            versioned.resource_version = version;
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Err(LedgerError::Conflict),
-        Err(e) => Err(e.into()),
+        Err(CasError::Conflict(_)) => Err(LedgerError::Conflict),
+        Err(CasError::Api(e)) => Err(e.into()),
     }
 }

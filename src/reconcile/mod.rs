@@ -12,6 +12,9 @@
 //! 3. Secret first, then status (only when it changed, and only against the
 //!    version that was observed), then the Event.
 
+pub mod own_writes;
+pub mod report;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +25,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
 };
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -30,25 +32,23 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
-use crate::api::{ApiKey, ApiKeyStatus, Phase};
+use crate::apikey::key::{self, KeyError};
+use crate::apikey::lifecycle::{self, Outcome, StatusInput, Step};
+use crate::apikey::secret::{self, MANAGER, Observed};
+use crate::apikey::{ApiKey, ApiKeyStatus, GuardedApiKey, Phase};
 use crate::audit;
-use crate::audit_stream::AuditError;
-use crate::key::{self, KeyError};
-use crate::ledger::{self, LedgerError};
-use crate::lifecycle::{self, Outcome, StatusInput, Step};
-use crate::own_writes::OwnWrites;
+use crate::audit::stream::AuditError;
+use crate::quota::store::{self, LedgerError};
+use crate::quota::waiting::{self, WaitingKeys};
 use crate::quota::{self, Admission, Entry, Pair, Waiting};
-use crate::report::Reporter;
-use crate::secret::{self, MANAGER, Observed};
-use crate::waiting::{self, WaitingKeys};
+use crate::reconcile::own_writes::OwnWrites;
+use crate::reconcile::report::Reporter;
 
 /// Removed only after the Secret is deleted and the deletion reported.
 pub const FINALIZER: &str = "keymint.dev/cleanup";
 /// Ledger writes that lose a race are retried this many times in one
 /// reconcile before the reconcile is retried as a whole.
 const LEDGER_ATTEMPTS: usize = 8;
-
-pub type GuardedApiKey = DeserializeGuard<ApiKey>;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -81,7 +81,7 @@ pub struct Context {
     /// Each pair's ledger as this process last wrote (or read) it, by ledger
     /// name. Only a cache: every write is a compare-and-swap against its
     /// resourceVersion, and a lost race drops the entry and reads again.
-    ledgers_seen: Mutex<HashMap<String, ledger::Versioned>>,
+    ledgers_seen: Mutex<HashMap<String, store::Versioned>>,
 }
 
 impl Context {
@@ -119,11 +119,11 @@ impl Context {
 
     /// The pair's ledger: as last seen by this process, else read. Call
     /// under the pair's lock.
-    async fn ledger(&self, pair: &Pair<'_>) -> Result<ledger::Versioned, LedgerError> {
+    async fn ledger(&self, pair: &Pair<'_>) -> Result<store::Versioned, LedgerError> {
         let seen = self.seen_ledgers().get(&pair.ledger_name()).cloned();
         match seen {
             Some(versioned) => Ok(versioned),
-            None => ledger::load(&self.ledgers, pair).await,
+            None => store::load(&self.ledgers, pair).await,
         }
     }
 
@@ -132,9 +132,9 @@ impl Context {
     async fn save_ledger(
         &self,
         pair: &Pair<'_>,
-        mut versioned: ledger::Versioned,
+        mut versioned: store::Versioned,
     ) -> Result<(), LedgerError> {
-        let result = ledger::save(&self.ledgers, pair, &mut versioned).await;
+        let result = store::save(&self.ledgers, pair, &mut versioned).await;
         let mut seen = self.seen_ledgers();
         match result {
             Ok(()) => seen.insert(pair.ledger_name(), versioned),
@@ -143,7 +143,7 @@ impl Context {
         result
     }
 
-    fn seen_ledgers(&self) -> std::sync::MutexGuard<'_, HashMap<String, ledger::Versioned>> {
+    fn seen_ledgers(&self) -> std::sync::MutexGuard<'_, HashMap<String, store::Versioned>> {
         self.ledgers_seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -262,7 +262,7 @@ async fn unreadable_field(ctx: &Context, obj: &GuardedApiKey) -> Option<String> 
         &resource,
     );
     let stored = api.get(&obj.name_any()).await.ok()?;
-    crate::api::unreadable_field(&serde_json::to_value(stored).ok()?)
+    crate::apikey::unreadable_field(&serde_json::to_value(stored).ok()?)
 }
 
 /// Retries back off exponentially per ApiKey, from 1 s to `max_backoff`; a
@@ -280,7 +280,7 @@ pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -
     ctx.reporter
         .metrics
         .reconcile_errors
-        .get_or_create(&crate::metrics::CategoryLabel {
+        .get_or_create(&crate::runtime::metrics::CategoryLabel {
             category: error.category().to_string(),
         })
         .inc();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::reconcile::GuardedApiKey;
+use crate::apikey::GuardedApiKey;
 
 /// Shared between the reconciles (which record) and the watch stream (which
 /// asks).
@@ -45,7 +45,7 @@ impl OwnWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ApiKey, ApiKeySpec};
+    use crate::apikey::{ApiKey, ApiKeySpec};
     use kube::core::DeserializeGuard;
 
     fn api_key(name: &str, resource_version: &str) -> GuardedApiKey {

@@ -65,7 +65,6 @@
 //! collection) that checks the guarantee after every step.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -114,10 +113,7 @@ impl Pair<'_> {
             .finalize();
         let mut name = String::with_capacity(LEDGER_PREFIX.len() + LEDGER_HASH_HEX);
         name.push_str(LEDGER_PREFIX);
-        for b in digest.iter().take(LEDGER_HASH_HEX / 2) {
-            // Writing to a String cannot fail.
-            let _ = write!(name, "{b:02x}");
-        }
+        crate::digest::push_hex(&mut name, &digest[..LEDGER_HASH_HEX / 2]);
         name
     }
 }

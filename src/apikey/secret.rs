@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::api::ApiKey;
-use crate::key::{self, MintedKey};
+use crate::apikey::ApiKey;
+use crate::apikey::key::{self, MintedKey};
 
 /// Data key that holds the key, as DESIGN.md names it.
 pub const DATA_KEY: &str = "api-key";
@@ -142,7 +142,7 @@ fn is_controller_ref_to(r: &OwnerReference, uid: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AnnotationValue, ApiKeySpec, LabelValue, SecretTemplate};
+    use crate::apikey::{AnnotationValue, ApiKeySpec, LabelValue, SecretTemplate};
 
     fn api_key() -> ApiKey {
         let mut k = ApiKey::new(

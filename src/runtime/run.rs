@@ -14,15 +14,16 @@ use kube::{Api, Client, Config, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::audit_stream::{AuditLog, AuditOptions};
-use crate::http::{self, Status};
-use crate::leader::{Election, Role};
-use crate::metrics::Metrics;
-use crate::options::RunOptions;
-use crate::own_writes::OwnWrites;
-use crate::reconcile::{self, Context, GuardedApiKey};
-use crate::report::Reporter;
-use crate::waiting::WaitingKeys;
+use crate::apikey::GuardedApiKey;
+use crate::audit::stream::{AuditLog, AuditOptions};
+use crate::quota::waiting::WaitingKeys;
+use crate::reconcile::own_writes::OwnWrites;
+use crate::reconcile::report::Reporter;
+use crate::reconcile::{self, Context};
+use crate::runtime::http::{self, Status};
+use crate::runtime::leader::{Election, Role};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::options::RunOptions;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -37,7 +38,7 @@ pub enum RunError {
     )]
     CrdMissing(#[source] kube::Error),
     #[error("cannot open the audit stream: {0}")]
-    Audit(#[source] crate::audit_stream::AuditError),
+    Audit(#[source] crate::audit::stream::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
     Http(#[source] std::io::Error),
     #[error("leader election: {0}")]

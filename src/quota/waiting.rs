@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-use crate::api::{ApiKey, Phase};
+use crate::apikey::GuardedApiKey;
+use crate::apikey::{ApiKey, Phase};
 use crate::quota::Pair;
-use crate::reconcile::GuardedApiKey;
 
 type PairKey = (String, String);
 
@@ -119,7 +119,7 @@ pub fn waits(api_key: &ApiKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ApiKeySpec, ApiKeyStatus};
+    use crate::apikey::{ApiKeySpec, ApiKeyStatus};
     use kube::core::DeserializeGuard;
 
     fn api_key(name: &str, owner: &str, phase: Option<Phase>) -> GuardedApiKey {

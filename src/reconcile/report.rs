@@ -8,10 +8,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{ApiKey, ApiKeyStatus, Phase, TransitionRecord};
+use crate::apikey::lifecycle::{self, Transition};
+use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord};
+use crate::audit::stream::{AuditError, AuditLog};
 use crate::audit::{self, Draft};
-use crate::audit_stream::{AuditError, AuditLog};
-use crate::lifecycle::{self, Transition};
 
 /// Where reports go.
 pub struct Reporter {
@@ -26,7 +26,7 @@ pub struct Reporter {
     pub client: kube::Client,
     pub event_source: kube::runtime::events::Reporter,
     pub audit: AuditLog,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: std::sync::Arc<crate::runtime::metrics::Metrics>,
 }
 
 /// What happened to an ApiKey.
@@ -219,7 +219,7 @@ fn describe(
     let secret = status
         .secret_name
         .clone()
-        .unwrap_or_else(|| crate::secret::name(api_key));
+        .unwrap_or_else(|| crate::apikey::secret::name(api_key));
     let condition = |type_: &str| {
         status
             .conditions
@@ -304,7 +304,7 @@ fn action(report: Report) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ApiKeySpec;
+    use crate::apikey::ApiKeySpec;
 
     fn api_key() -> ApiKey {
         let mut k = ApiKey::new(

@@ -3,7 +3,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::ApiKey;
+use crate::apikey::ApiKey;
 
 /// Where the generated CRD is committed; a unit test fails when it drifts.
 pub const CRD_PATH: &str = "crds/apikeys.keymint.dev.yaml";

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
+use crate::audit::stream::{self, DATA_ENTRIES};
 use crate::audit::{self, Action, Entry, Head};
-use crate::audit_stream::{self, DATA_ENTRIES};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -85,7 +85,8 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
-    let age = crate::options::parse_duration(s).map_err(|e| format!("{e}, or an RFC 3339 time"))?;
+    let age =
+        crate::duration::parse_duration(s).map_err(|e| format!("{e}, or an RFC 3339 time"))?;
     let age = jiff::SignedDuration::try_from(age).map_err(|e| e.to_string())?;
     Timestamp::now().checked_sub(age).map_err(|e| e.to_string())
 }
@@ -101,7 +102,7 @@ pub enum AuditCliError {
         source: kube::Error,
     },
     #[error("{0}")]
-    Stream(#[from] audit_stream::AuditError),
+    Stream(#[from] stream::AuditError),
     #[error("segment {segment}: {reason}")]
     Malformed { segment: String, reason: String },
     #[error("bad --checkpoint (expected <seq>:sha256:<hex>)")]
@@ -186,7 +187,7 @@ pub async fn read_segments(
     namespace: &str,
 ) -> Result<Vec<(String, String)>, AuditCliError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let names = audit_stream::segment_names(&api).await?;
+    let names = stream::segment_names(&api).await?;
     let mut segments = Vec::with_capacity(names.len());
     for name in names {
         let cm = api.get(&name).await.map_err(|source| AuditCliError::Read {

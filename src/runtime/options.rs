@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::duration::parse_duration;
+
 #[derive(Args, Clone, Debug)]
 pub struct RunOptions {
     /// Most live (minted, unexpired) keys one owner may hold in one project.
@@ -53,7 +55,7 @@ pub struct RunOptions {
     /// How much of the audit stream to keep: a number of segments (`1000`) or
     /// an age (`400d`). Older segments are pruned, and the pruning recorded.
     #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "1000")]
-    pub audit_retention: crate::audit_stream::Retention,
+    pub audit_retention: crate::audit::stream::Retention,
 
     /// Elect a leader on a Lease in --namespace: only the leader reconciles,
     /// so several replicas can run for availability (the Helm chart turns
@@ -78,23 +80,4 @@ pub struct RunOptions {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Parses `30s`, `10m`, `7d`, `1h30m` (humantime syntax).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 30s, 10m, 7d)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("soon").unwrap_err().contains("like 30s"));
-    }
 }

@@ -13,6 +13,7 @@
 //! - `runtime`: `keymint run` wiring, options, HTTP endpoints, leader
 //!   election, metrics.
 
+pub mod api_error;
 pub mod apikey;
 pub mod audit;
 pub mod configmap;

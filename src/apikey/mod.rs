@@ -2,6 +2,7 @@
 //! the resource and its CRD, the key format, the Secret that holds a key,
 //! and the lifecycle (next step, status, transitions). Pure: no API calls.
 
+pub mod action;
 pub mod crd;
 pub mod key;
 pub mod lifecycle;
@@ -10,7 +11,7 @@ pub mod secret;
 
 pub use resource::{
     AnnotationValue, ApiKey, ApiKeySpec, ApiKeyStatus, LabelValue, Phase, SecretTemplate,
-    TransitionRecord, unreadable_field,
+    TransitionRecord, TransitionTime, unreadable_field,
 };
 
 /// An ApiKey as the controller's watch delivers it: one that cannot be read

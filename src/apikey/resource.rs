@@ -12,6 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::apikey::action::Transition;
+
 /// An RFC 3339 date-time. The schema's `format: date-time` alone lets some
 /// malformed values through (any character before a fraction), which keymint
 /// then could not read.
@@ -202,7 +204,7 @@ pub struct ApiKeyStatus {
 }
 
 /// One lifecycle transition, as recorded in the audit stream.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransitionRecord {
     /// 1 for the ApiKey's first transition, then 2, 3, ...
@@ -211,12 +213,57 @@ pub struct TransitionRecord {
     pub number: u64,
     /// The audit action: minted, rejected, conflict, expiring-soon, expired,
     /// secret-lost, secret-tampered or secret-restored.
-    pub action: String,
-    /// When it happened (RFC 3339, sub-second).
-    pub time: String,
+    pub action: Transition,
+    /// When it happened (RFC 3339, UTC, nanoseconds).
+    pub time: TransitionTime,
     /// The keymint instance that made it.
     pub instance: String,
 }
+
+/// When a transition happened. Written as RFC 3339 in UTC with exactly nine
+/// fractional digits — the form audit entries store, so an entry appended
+/// late (after a crash) carries the time its status recorded, exactly —
+/// and refused by the schema in any shape keymint could not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TransitionTime(pub jiff::Timestamp);
+
+impl TransitionTime {
+    /// Fractional-second digits: jiff's own resolution, so a time survives
+    /// encoding exactly; a fixed width also makes the texts sort in time order.
+    pub const DIGITS: usize = 9;
+}
+
+impl std::fmt::Display for TransitionTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.prec$}", self.0, prec = Self::DIGITS)
+    }
+}
+
+impl Serialize for TransitionTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TransitionTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map(TransitionTime)
+            .map_err(|_| serde::de::Error::custom("not an RFC 3339 time"))
+    }
+}
+
+impl JsonSchema for TransitionTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TransitionTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": RFC3339})
+    }
+}
+
 /// Where a stored ApiKey that cannot be read as [`ApiKey`] goes wrong: the
 /// path of the first offending field (e.g. `status.conditions[0].lastTransitionTime`)
 /// and why. None if it reads. The schema refuses malformed specs, so this is

@@ -51,11 +51,12 @@
 //! text) from every text field, so a careless message cannot carry one into
 //! a stream that is kept and exported for a long time.
 
-use std::fmt;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use std::fmt;
+
+use crate::apikey::TransitionTime;
 use crate::apikey::key::PREFIX as KEY_PREFIX;
 
 /// `prev` of entry 1: `sha256:` and 64 zeros (no entry hashes to it).
@@ -63,74 +64,12 @@ pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000
 
 const _: () = assert!(GENESIS.len() == crate::digest::PREFIX.len() + 64);
 
-/// Fractional-second digits in `time`. Nine (nanoseconds, jiff's own
-/// resolution) so a [`Draft`]'s time survives encoding exactly; a fixed width
-/// also makes the strings of one stream sort in time order.
-const TIME_DIGITS: usize = 9;
-
 /// Fewer base62 characters than this after `kmk_` are left alone: that is
 /// prose ("keys start with kmk_"), not a key or a usable part of one.
 const REDACT_MIN_RUN: usize = 8;
 const REDACTED: &str = "[redacted]";
 
-/// What happened.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Minted,
-    Rejected,
-    Conflict,
-    ExpiringSoon,
-    Expired,
-    SecretLost,
-    SecretTampered,
-    SecretRestored,
-    Deleted,
-    /// Retention removed old segments; see [`pruned_draft`].
-    Pruned,
-}
-
-impl Action {
-    pub const ALL: [Action; 10] = [
-        Action::Minted,
-        Action::Rejected,
-        Action::Conflict,
-        Action::ExpiringSoon,
-        Action::Expired,
-        Action::SecretLost,
-        Action::SecretTampered,
-        Action::SecretRestored,
-        Action::Deleted,
-        Action::Pruned,
-    ];
-
-    /// The serialised name (kebab-case), e.g. `"expiring-soon"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Action::Minted => "minted",
-            Action::Rejected => "rejected",
-            Action::Conflict => "conflict",
-            Action::ExpiringSoon => "expiring-soon",
-            Action::Expired => "expired",
-            Action::SecretLost => "secret-lost",
-            Action::SecretTampered => "secret-tampered",
-            Action::SecretRestored => "secret-restored",
-            Action::Deleted => "deleted",
-            Action::Pruned => "pruned",
-        }
-    }
-
-    /// Inverse of [`Action::as_str`] (for `keymint audit --action ...`).
-    pub fn parse(s: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::apikey::action::Action;
 
 /// What the caller knows about an event before it is placed in the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -399,7 +338,8 @@ fn parse_line(text: &str, terminated: bool) -> Result<Entry, String> {
     }
     if entry.timestamp().is_none() {
         return Err(format!(
-            "time is not an RFC 3339 UTC timestamp with {TIME_DIGITS} fractional digits"
+            "time is not an RFC 3339 UTC timestamp with {} fractional digits",
+            TransitionTime::DIGITS
         ));
     }
     if !terminated {
@@ -980,10 +920,10 @@ fn same_or_different(a: &Item, b: &Item) -> &'static str {
     }
 }
 
-/// `time` as stored: RFC 3339, UTC (`Z`), exactly [`TIME_DIGITS`]
+/// `time` as stored: RFC 3339, UTC (`Z`), exactly [`TransitionTime::DIGITS`]
 /// fractional digits.
 pub fn format_time(time: Timestamp) -> String {
-    format!("{time:.prec$}", prec = TIME_DIGITS)
+    TransitionTime(time).to_string()
 }
 
 /// `sha256:<64 lowercase hex>` of a line (the same form as key hashes).

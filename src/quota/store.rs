@@ -24,22 +24,39 @@ pub struct Versioned {
     resource_version: Option<String>,
 }
 
+/// Why a ledger could not be read or written. Each names the ledger; the
+/// API server's own words come from the source.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// Someone else wrote the ledger since it was read: read it again.
-    #[error("the quota ledger changed concurrently")]
-    Conflict,
+    #[error("quota ledger {0} changed concurrently")]
+    Conflict(String),
     #[error(
         "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until its `admitted` data is repaired (see the README; deleting it would forget minted keys)"
     )]
     Corrupt { name: String, reason: String },
-    #[error(transparent)]
-    Api(#[from] kube::Error),
+    #[error("cannot read quota ledger ConfigMap {name}: {}", crate::api_error::describe(.source))]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write quota ledger ConfigMap {name}: {}", crate::api_error::describe(.source))]
+    Write {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Versioned, LedgerError> {
     let name = pair.ledger_name();
-    let Some(cm) = api.get_opt(&name).await? else {
+    let read = api.get_opt(&name).await;
+    let Some(cm) = read.map_err(|source| LedgerError::Read {
+        name: name.clone(),
+        source,
+    })?
+    else {
         return Ok(Versioned {
             ledger: Ledger::default(),
             resource_version: None,
@@ -94,7 +111,10 @@ pub async fn save(
             versioned.resource_version = version;
             Ok(())
         }
-        Err(CasError::Conflict(_)) => Err(LedgerError::Conflict),
-        Err(CasError::Api(e)) => Err(e.into()),
+        Err(CasError::Conflict(name)) => Err(LedgerError::Conflict(name)),
+        Err(CasError::Api(source)) => Err(LedgerError::Write {
+            name: pair.ledger_name(),
+            source,
+        }),
     }
 }

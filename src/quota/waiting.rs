@@ -10,9 +10,12 @@ use std::sync::Mutex;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-use crate::apikey::GuardedApiKey;
-use crate::apikey::{ApiKey, Phase};
+use jiff::Timestamp;
+
+use crate::apikey::lifecycle::waits_for_slot;
+use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::quota::Pair;
+use crate::quota::admission::slot_freed;
 
 type PairKey = (String, String);
 
@@ -35,13 +38,12 @@ impl WaitingKeys {
                 let reference = ObjectRef::from_obj(guarded);
                 let mut by_pair = self.lock();
                 let waiting = by_pair.entry(pair_key(api_key)).or_default();
-                if waits(api_key) {
+                if waits_for_slot(api_key, Timestamp::now()) {
                     waiting.insert(reference);
                 } else {
                     waiting.remove(&reference);
                 }
-                let freed = matches!(event, Event::Apply(_))
-                    && api_key.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired);
+                let freed = matches!(event, Event::Apply(_)) && slot_freed(api_key.status.as_ref());
                 match freed {
                     true => waiting.iter().cloned().collect(),
                     false => Vec::new(),
@@ -103,23 +105,10 @@ fn pair_key(api_key: &ApiKey) -> PairKey {
     (api_key.spec.project.clone(), api_key.spec.owner.clone())
 }
 
-/// Whether `api_key` may still ask for a slot: not being deleted, never
-/// minted, not ended. (Whether its expiry has passed, or it is already in the
-/// ledger, is judged at admission.)
-pub fn waits(api_key: &ApiKey) -> bool {
-    let status = api_key.status.as_ref();
-    api_key.metadata.deletion_timestamp.is_none()
-        && status.and_then(|s| s.key_hash.as_ref()).is_none()
-        && !matches!(
-            status.and_then(|s| s.phase),
-            Some(Phase::Expired | Phase::Conflict)
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apikey::{ApiKeySpec, ApiKeyStatus};
+    use crate::apikey::{ApiKeySpec, ApiKeyStatus, Phase};
     use kube::core::DeserializeGuard;
 
     fn api_key(name: &str, owner: &str, phase: Option<Phase>) -> GuardedApiKey {

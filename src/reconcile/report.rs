@@ -4,14 +4,16 @@
 //! disagree about what happened.
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::apikey::lifecycle::{self, Transition};
-use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord};
+use crate::apikey::action::{Action, Transition};
+use crate::apikey::lifecycle::{self, conditions};
+use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
+use crate::audit::Draft;
 use crate::audit::stream::{AuditError, AuditLog};
-use crate::audit::{self, Draft};
 
 /// Where reports go.
 pub struct Reporter {
@@ -49,30 +51,21 @@ impl Reporter {
         status: &ApiKeyStatus,
         records: &[TransitionRecord],
     ) -> Result<(), AuditError> {
-        let reports: Vec<(Report, &TransitionRecord)> = records
+        let drafts = records
             .iter()
-            .filter_map(|r| Transition::from_action(&r.action).map(|t| (Report::Transition(t), r)))
-            .collect();
-        let drafts = reports
-            .iter()
-            .map(|(report, record)| {
-                draft(
-                    api_key,
-                    status,
-                    *report,
-                    record.number,
-                    &record.time,
-                    &record.instance,
-                )
+            .map(|r| {
+                let report = Report::Transition(r.action);
+                draft(api_key, status, report, r.number, r.time, &r.instance)
             })
             .collect();
         let appended = self.audit.append(drafts).await?;
         // Only transitions this call recorded get their Event: one that the
         // stream already had was reported by whoever recorded it.
-        for ((report, _), new) in reports.iter().zip(appended) {
+        for (record, new) in records.iter().zip(appended) {
             if new {
-                self.count(api_key, *report);
-                self.event(api_key, status, *report).await;
+                let report = Report::Transition(record.action);
+                self.count(api_key, report);
+                self.event(api_key, status, report).await;
             }
         }
         Ok(())
@@ -89,10 +82,7 @@ impl Reporter {
         let missing: Vec<TransitionRecord> = status
             .last_transitions
             .iter()
-            .filter(|r| {
-                let at = r.time.parse::<Timestamp>().unwrap_or(Timestamp::MAX);
-                !self.audit.is_recorded(&uid, r.number, at)
-            })
+            .filter(|r| !self.audit.is_recorded(&uid, r.number, r.time.0))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -119,9 +109,10 @@ impl Reporter {
         let report = Report::Deleted {
             secret_deleted: secret_deleted_now || was_live,
         };
-        let now = audit::format_time(Timestamp::now());
-        if !self.audit.is_recorded(&uid, number, Timestamp::now()) {
-            let entry = draft(api_key, &status, report, number, &now, &self.audit.instance);
+        let now = Timestamp::now();
+        if !self.audit.is_recorded(&uid, number, now) {
+            let at = TransitionTime(now);
+            let entry = draft(api_key, &status, report, number, at, &self.audit.instance);
             if self.audit.append(vec![entry]).await?.first() == Some(&true) {
                 self.event(api_key, &status, report).await;
             }
@@ -180,19 +171,15 @@ pub fn draft(
     status: &ApiKeyStatus,
     report: Report,
     number: u64,
-    time: &str,
+    time: TransitionTime,
     instance: &str,
 ) -> Draft {
     let (_, reason, message) = describe(api_key, status, report);
     Draft {
-        time: time
-            .parse::<Timestamp>()
-            .unwrap_or_else(|_| Timestamp::now()),
+        time: time.0,
         action: match report {
-            Report::Deleted { .. } => audit::Action::Deleted,
-            Report::Transition(t) => {
-                audit::Action::parse(t.action()).unwrap_or(audit::Action::Deleted)
-            }
+            Report::Deleted { .. } => Action::Deleted,
+            Report::Transition(t) => Action::from(t),
         },
         namespace: api_key.namespace().unwrap_or_default(),
         name: api_key.name_any(),
@@ -220,15 +207,7 @@ fn describe(
         .secret_name
         .clone()
         .unwrap_or_else(|| crate::apikey::secret::name(api_key));
-    let condition = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| c.message.clone())
-            .unwrap_or_default()
-    };
-    let ready = || condition(lifecycle::READY);
+    let ready = || conditions::message(status, conditions::READY);
     match report {
         Report::Deleted {
             secret_deleted: true,
@@ -251,7 +230,7 @@ fn describe(
                 "ApiKey deleted; no key had been minted".to_string(),
             ),
         },
-        Report::Transition(t) => match t {
+        Report::Transition(action) => match action {
             Transition::Minted => (
                 EventType::Normal,
                 "Minted",
@@ -262,7 +241,10 @@ fn describe(
             Transition::ExpiringSoon => (
                 EventType::Warning,
                 "ExpiringSoon",
-                format!("key {key}: {}", condition(lifecycle::EXPIRING_SOON)),
+                format!(
+                    "key {key}: {}",
+                    conditions::message(status, conditions::EXPIRING_SOON)
+                ),
             ),
             Transition::Expired => match &status.key_id {
                 Some(key) => (
@@ -290,7 +272,7 @@ fn describe(
 fn action(report: Report) -> &'static str {
     match report {
         Report::Deleted { .. } => "Delete",
-        Report::Transition(t) => match t {
+        Report::Transition(action) => match action {
             Transition::Minted => "Mint",
             Transition::Rejected | Transition::Conflict => "Admit",
             Transition::ExpiringSoon | Transition::Expired => "Expire",
@@ -299,6 +281,37 @@ fn action(report: Report) -> &'static str {
             }
         },
     }
+}
+
+/// Longest Warning note: a sentence naming a call and an object fits.
+const WARNING_NOTE_MAX: usize = 400;
+
+/// Publishes a Warning Event for a failure (not a transition) through the
+/// shared Recorder, which folds repeats into a series. Failures to publish
+/// are logged: the failure itself is already logged and counted.
+pub async fn warning(recorder: &Recorder, reference: &ObjectReference, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_string(),
+        note: Some(truncate(note, WARNING_NOTE_MAX)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        warn!(reason, error = %e, "could not publish Event");
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with `…`.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
@@ -331,7 +344,7 @@ mod tests {
             secret_name: Some("payments-ci".into()),
             ..ApiKeyStatus::default()
         };
-        let time = "2027-01-01T00:00:00.123456Z";
+        let time = TransitionTime("2027-01-01T00:00:00.123456Z".parse().expect("time"));
         let d = draft(
             &api_key(),
             &status,
@@ -340,7 +353,7 @@ mod tests {
             time,
             "pod-a",
         );
-        assert_eq!(d.action, audit::Action::Minted);
+        assert_eq!(d.action, Action::Minted);
         assert_eq!((d.uid.as_str(), d.transition), ("uid-1", 1));
         assert_eq!(
             (d.project.as_str(), d.owner.as_str()),
@@ -350,7 +363,7 @@ mod tests {
         assert_eq!(d.reason, "Minted");
         assert_eq!(d.message, "key km_abc minted into Secret payments-ci");
         assert_eq!(d.instance, "pod-a");
-        assert_eq!(d.time, time.parse::<Timestamp>().expect("time"));
+        assert_eq!(d.time, time.0);
         // The same inputs give the same draft: a late append reads the same.
         assert_eq!(
             d,
@@ -363,6 +376,12 @@ mod tests {
                 "pod-a"
             )
         );
+    }
+
+    #[test]
+    fn truncate_respects_character_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééé", 3), "é…");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::apikey::GuardedApiKey;
 use crate::apikey::Phase;
-use crate::apikey::lifecycle::EXPIRING_SOON;
+use crate::apikey::lifecycle::conditions;
 use crate::runtime::leader::Role;
 use crate::runtime::metrics::Metrics;
 
@@ -94,12 +94,7 @@ fn count_keys(store: &Store<GuardedApiKey>) -> (Vec<(Phase, i64)>, i64) {
             Some((_, n)) => *n += 1,
             None => counts.push((phase, 1)),
         }
-        let soon = status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == EXPIRING_SOON && c.status == "True")
-        });
-        if phase == Phase::Active && soon {
+        if phase == Phase::Active && conditions::expiring_soon(status) {
             expiring_soon += 1;
         }
     }

@@ -2,7 +2,6 @@
 //! nothing else — never ApiKey names, owners or error text, which would make
 //! the number of series grow with the cluster.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -137,6 +136,16 @@ impl Metrics {
         self.keys_expiring_soon.set(expiring_soon);
     }
 
+    /// Counts one failure of `category` (a bounded name: an error category
+    /// or `InvalidSpec`).
+    pub fn count_failure(&self, category: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -153,8 +162,6 @@ pub const ALL_PHASES: [Phase; 7] = [
     Phase::SecretLost,
     Phase::SecretTampered,
 ];
-
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

@@ -5,21 +5,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::apikey::GuardedApiKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
+use crate::quota::slots::Slots;
 use crate::quota::waiting::WaitingKeys;
 use crate::reconcile::own_writes::OwnWrites;
 use crate::reconcile::report::Reporter;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, Failures};
 use crate::runtime::http::{self, Status};
 use crate::runtime::leader::{Election, Role};
 use crate::runtime::metrics::Metrics;
@@ -34,7 +37,7 @@ pub enum RunError {
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
     #[error(
-        "the ApiKey CRD is not served; install it with `keymint crd | kubectl apply --server-side -f -`: {0}"
+        "the ApiKey CRD is not served; install it with `keymint crd | kubectl apply --server-side -f -`: {}", crate::api_error::describe(.0)
     )]
     CrdMissing(#[source] kube::Error),
     #[error("cannot open the audit stream: {0}")]
@@ -47,47 +50,101 @@ pub enum RunError {
     LostLeadership,
 }
 
+/// Resolves once: on a shutdown signal, or when the lease is lost.
+type Signal = Shared<BoxFuture<'static, ()>>;
+
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let client = client().await?;
+    let api_keys = api_keys(&client, &options);
+    api_keys
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(RunError::CrdMissing)?;
+    let instance = instance_name();
+    let metrics = Arc::new(Metrics::new());
+    let shutdown: Signal = shutdown_signal().boxed().shared();
+    let mut election = elect(&client, &options, &instance).await?;
+    let status = serve_http(&options, &metrics, &election).await?;
+    if !lead(&mut election, &options, shutdown.clone()).await {
+        return Ok(());
+    }
+    metrics.leader.set(1);
+    // Leading: the audit stream is opened now, so its index of what is
+    // recorded includes everything an earlier leader appended.
+    let audit = open_audit(&client, &options, &instance, &metrics).await?;
+    let lost: Signal = match &election {
+        Some(e) => e.lost().boxed().shared(),
+        None => std::future::pending().boxed().shared(),
+    };
+    let parts = Parts {
+        client,
+        options,
+        instance,
+        metrics: metrics.clone(),
+        audit,
+    };
+    control(parts, api_keys, &status, stop(shutdown, lost.clone())).await;
+    metrics.leader.set(0);
+    finish(election, lost).await
+}
+
+/// What the controller is built from.
+struct Parts {
+    client: Client,
+    options: RunOptions,
+    instance: String,
+    metrics: Arc<Metrics>,
+    audit: AuditLog,
+}
+
+async fn client() -> Result<Client, RunError> {
     let mut config = Config::infer().await.map_err(RunError::Config)?;
     // Lets API server audit logs and metrics tell keymint's requests apart.
     config.headers.push((
         ::http::header::USER_AGENT,
         ::http::HeaderValue::from_static(concat!("keymint/", env!("CARGO_PKG_VERSION"))),
     ));
-    let client = Client::try_from(config).map_err(RunError::Client)?;
+    Client::try_from(config).map_err(RunError::Client)
+}
 
-    let api_keys: Api<GuardedApiKey> = match &options.watch_namespace {
+fn api_keys(client: &Client, options: &RunOptions) -> Api<GuardedApiKey> {
+    match &options.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
-    };
-    api_keys
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(RunError::CrdMissing)?;
+    }
+}
 
-    let instance = instance_name();
-    let metrics = Arc::new(Metrics::new());
+async fn elect(
+    client: &Client,
+    options: &RunOptions,
+    instance: &str,
+) -> Result<Option<Election>, RunError> {
+    if !options.leader_elect {
+        return Ok(None);
+    }
+    let election = Election::start(
+        client.clone(),
+        &options.namespace,
+        &options.lease_name,
+        instance,
+    )
+    .await
+    .map_err(RunError::Election)?;
+    Ok(Some(election))
+}
+
+/// Serves /metrics, /healthz and /readyz from now on (standbys too).
+async fn serve_http(
+    options: &RunOptions,
+    metrics: &Arc<Metrics>,
+    election: &Option<Election>,
+) -> Result<Arc<Status>, RunError> {
     let listener = http::bind(options.http_addr)
         .await
         .map_err(RunError::Http)?;
-    info!(addr = %listener.local_addr().map_err(RunError::Http)?, "serving /metrics, /healthz, /readyz");
-    let shutdown = shutdown_signal().shared();
-
-    // Leader election: standbys wait here, serving /readyz.
-    let mut election = match options.leader_elect {
-        true => Some(
-            Election::start(
-                client.clone(),
-                &options.namespace,
-                &options.lease_name,
-                &instance,
-            )
-            .await
-            .map_err(RunError::Election)?,
-        ),
-        false => None,
-    };
-    let role = match &election {
+    let addr = listener.local_addr().map_err(RunError::Http)?;
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+    let role = match election {
         Some(e) => e.role(),
         None => tokio::sync::watch::channel(Role::Leader).1,
     };
@@ -98,135 +155,72 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         role,
     });
     tokio::spawn(http::serve(listener, status.clone()));
-    if let Some(election) = &mut election {
-        info!(lease = %options.lease_name, "waiting to lead");
-        tokio::select! {
-            _ = election.leading() => {}
-            _ = shutdown.clone() => {
-                    return Ok(());
-            }
-        }
+    Ok(status)
+}
+
+/// Waits to lead (standbys wait here, serving /readyz); false if shut down
+/// first.
+async fn lead(election: &mut Option<Election>, options: &RunOptions, shutdown: Signal) -> bool {
+    let Some(election) = election else {
+        return true;
+    };
+    info!(lease = %options.lease_name, "waiting to lead");
+    tokio::select! {
+        _ = election.leading() => true,
+        _ = shutdown => false,
     }
-    metrics.leader.set(1);
+}
 
-    // Leading: the audit stream is opened now, so its index of what is
-    // recorded includes everything an earlier leader appended.
-    let audit = AuditLog::open(
-        client.clone(),
-        AuditOptions {
-            namespace: options
-                .audit_namespace
-                .clone()
-                .unwrap_or_else(|| options.namespace.clone()),
-            segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
-            retention: options.audit_retention.clone(),
-            instance: instance.clone(),
-            appends: metrics.audit_appends.clone(),
-        },
-    )
-    .await
-    .map_err(RunError::Audit)?;
+async fn open_audit(
+    client: &Client,
+    options: &RunOptions,
+    instance: &str,
+    metrics: &Metrics,
+) -> Result<AuditLog, RunError> {
+    let namespace = options
+        .audit_namespace
+        .clone()
+        .unwrap_or_else(|| options.namespace.clone());
+    let audit_options = AuditOptions {
+        namespace,
+        segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
+        retention: options.audit_retention.clone(),
+        instance: instance.to_string(),
+        appends: metrics.audit_appends.clone(),
+    };
+    AuditLog::open(client.clone(), audit_options)
+        .await
+        .map_err(RunError::Audit)
+}
 
-    let lost = match &election {
-        Some(e) => e.lost().boxed(),
-        None => std::future::pending().boxed(),
-    };
-    let lost = lost.shared();
-    let stop = {
-        let (shutdown, lost) = (shutdown.clone(), lost.clone());
-        async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = lost => warn!("lost the lease: stopping"),
-            }
-        }
-    };
+/// Resolves on shutdown or when the lease is lost.
+async fn stop(shutdown: Signal, lost: Signal) {
+    tokio::select! {
+        _ = shutdown => {}
+        _ = lost => warn!("lost the lease: stopping"),
+    }
+}
+
+/// Runs the controller until `stop`, finishing in-flight reconciles.
+async fn control(
+    parts: Parts,
+    api_keys: Api<GuardedApiKey>,
+    status: &Arc<Status>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let own_writes = OwnWrites::default();
-    let (store, writer) = reflector::store();
     let waiting = Arc::new(WaitingKeys::default());
-    let triggers = {
-        let own_writes = own_writes.clone();
-        let (waiting, wake) = (waiting.clone(), wake_tx.clone());
-        watcher(api_keys, watcher::Config::default())
-            // managedFields are most of a cached ApiKey's memory, and
-            // `kubectl apply` (client-side) adds a whole copy of the object
-            // as an annotation; keymint reads neither.
-            .modify(|api_key| {
-                api_key.managed_fields_mut().clear();
-                api_key
-                    .annotations_mut()
-                    .remove("kubectl.kubernetes.io/last-applied-configuration");
-            })
-            .reflect(writer)
-            // After the cache has the change: a key that stopped holding a
-            // slot wakes the keys waiting in its pair.
-            .inspect_ok(move |event| {
-                for waiting in waiting.observe(event) {
-                    let _ = wake.unbounded_send(waiting);
-                }
-            })
-            .applied_objects()
-            // A status keymint just wrote comes back on the watch: it is what
-            // the reconcile decided, so reconciling it again would only
-            // repeat the Secret read. Periodic verification still runs.
-            .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
-    };
+    let (store, writer) = reflector::store();
+    let triggers = triggers(api_keys, writer, &own_writes, &waiting, &wake_tx);
     let controller = Controller::for_stream(triggers, store)
-        .with_config(ControllerConfig::default().concurrency(options.concurrency))
+        .with_config(ControllerConfig::default().concurrency(parts.options.concurrency))
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(stop);
     let store = controller.store();
     let _ = status.store.set(store.clone());
-    {
-        let status = status.clone();
-        tokio::spawn(async move {
-            // The store's readiness wakes only its most recent waiter (the
-            // controller's), so look again every so often rather than wait.
-            loop {
-                let wait =
-                    tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
-                match wait.await {
-                    Ok(Ok(())) => {
-                        status.caches_synced.store(true, Ordering::Release);
-                        info!("caches synced; ready");
-                        return;
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_) => {}
-                }
-            }
-        });
-    }
-    let event_reporter = kube::runtime::events::Reporter {
-        controller: "keymint".into(),
-        instance: Some(instance),
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Reporter {
-            recorder: Recorder::new(client.clone(), event_reporter.clone()),
-            client: client.clone(),
-            event_source: event_reporter,
-            audit,
-            metrics: metrics.clone(),
-        },
-        controller.store(),
-        waiting,
-        Api::<ConfigMap>::namespaced(client, &options.namespace),
-        options.max_keys_per_owner,
-        options.expiry_warning,
-        options.verify_interval,
-        options.max_backoff,
-        wake_tx,
-        own_writes,
-    ));
-    info!(
-        namespace = %options.namespace,
-        watch_namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
-        max_keys_per_owner = options.max_keys_per_owner,
-        "keymint starting"
-    );
+    watch_readiness(store.clone(), status.clone());
+    let ctx = Arc::new(context(parts, store, waiting, wake_tx, own_writes));
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -238,9 +232,118 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             }
         })
         .await;
-    metrics.leader.set(0);
+}
+
+/// The watch of ApiKeys, lean, into the cache, feeding the waiting index,
+/// without the echoes of keymint's own status writes.
+fn triggers(
+    api_keys: Api<GuardedApiKey>,
+    writer: reflector::store::Writer<GuardedApiKey>,
+    own_writes: &OwnWrites,
+    waiting: &Arc<WaitingKeys>,
+    wake: &futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+) -> impl Stream<Item = Result<GuardedApiKey, watcher::Error>> + Send + 'static {
+    let own_writes = own_writes.clone();
+    let (waiting, wake) = (waiting.clone(), wake.clone());
+    watcher(api_keys, watcher::Config::default())
+        // managedFields are most of a cached ApiKey's memory, and
+        // `kubectl apply` (client-side) adds a whole copy of the object as
+        // an annotation; keymint reads neither.
+        .modify(|api_key| {
+            api_key.managed_fields_mut().clear();
+            api_key
+                .annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        // After the cache has the change: a key that stopped holding a slot
+        // wakes the keys waiting in its pair.
+        .inspect_ok(move |event| {
+            for waiting in waiting.observe(event) {
+                let _ = wake.unbounded_send(waiting);
+            }
+        })
+        .applied_objects()
+        // A status keymint just wrote comes back on the watch: it is what the
+        // reconcile decided, so reconciling it again would only repeat the
+        // Secret read. Periodic verification still runs.
+        .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
+}
+
+/// Marks the caches synced once the store is ready. The store's readiness
+/// wakes only its most recent waiter (the controller's), so look again every
+/// so often rather than wait.
+fn watch_readiness(store: Store<GuardedApiKey>, status: Arc<Status>) {
+    tokio::spawn(async move {
+        loop {
+            let wait = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+            match wait.await {
+                Ok(Ok(())) => {
+                    status.caches_synced.store(true, Ordering::Release);
+                    info!("caches synced; ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+fn context(
+    parts: Parts,
+    store: Store<GuardedApiKey>,
+    waiting: Arc<WaitingKeys>,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+    own_writes: OwnWrites,
+) -> Context {
+    let Parts {
+        client,
+        options,
+        instance,
+        metrics,
+        audit,
+    } = parts;
+    let event_source = kube::runtime::events::Reporter {
+        controller: "keymint".into(),
+        instance: Some(instance),
+    };
+    info!(
+        namespace = %options.namespace,
+        watch_namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+        max_keys_per_owner = options.max_keys_per_owner,
+        "keymint starting"
+    );
+    let ledgers = Api::<ConfigMap>::namespaced(client.clone(), &options.namespace);
+    Context {
+        reporter: Reporter {
+            recorder: Recorder::new(client.clone(), event_source.clone()),
+            client: client.clone(),
+            event_source,
+            audit,
+            metrics,
+        },
+        slots: Slots::new(
+            client.clone(),
+            ledgers,
+            store,
+            waiting,
+            wake,
+            options.max_keys_per_owner,
+        ),
+        client,
+        expiry_warning: options.expiry_warning,
+        verify_interval: options.verify_interval,
+        max_backoff: options.max_backoff,
+        own_writes,
+        failures: Failures::default(),
+    }
+}
+
+/// After the controller stopped: a lost lease exits with an error (to come
+/// back as a standby); otherwise the lease is released.
+async fn finish(election: Option<Election>, lost: Signal) -> Result<(), RunError> {
     if let Some(election) = election {
-        // Lost the lease: exit with an error, and come back as a standby.
         if lost.now_or_never().is_some() {
             return Err(RunError::LostLeadership);
         }

@@ -690,7 +690,7 @@ async fn an_audit_append_lost_to_a_crash_is_caught_up_after_restart() {
             status
                 .last_transitions
                 .iter()
-                .any(|r| r.number == entry.transition && r.action == entry.action.as_str()),
+                .any(|r| r.number == entry.transition && r.action.as_str() == entry.action.as_str()),
             "{}: status.lastTransitions holds it: {:?}",
             show(entry),
             status.last_transitions

@@ -714,8 +714,8 @@ async fn every_transition_appends_one_entry_with_the_documented_fields() {
         // The outbox record the status carried is the entry's time and
         // instance, exactly.
         if let Some(record) = k.outbox.get(&e.transition) {
-            assert_eq!(record.action, e.action.as_str(), "{what}");
-            assert_eq!(record.time, e.time, "{what}: time as in status");
+            assert_eq!(record.action.as_str(), e.action.as_str(), "{what}");
+            assert_eq!(record.time.to_string(), e.time, "{what}: time as in status");
             assert_eq!(&record.instance, instance, "{what}");
         }
         // Close to when it happened, as seen from the test (same clock).

@@ -1,0 +1,71 @@
+//! The transitions a status change makes, and their numbering: the records
+//! a status change carries (`status.lastTransitions`), so the audit stream
+//! can be caught up after a crash.
+
+use super::conditions;
+use crate::apikey::action::Transition;
+use crate::apikey::{ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
+
+/// The transitions between two statuses: a first recorded key (minted), a
+/// phase change, and the ExpiringSoon condition turning true.
+pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<Transition> {
+    let mut out = Vec::new();
+    // A key recorded for the first time was minted, even if the same
+    // change also records what became of it (expired, tampered).
+    if before.and_then(|s| s.key_hash.as_ref()).is_none() && after.key_hash.is_some() {
+        out.push(Transition::Minted);
+    }
+    let old_phase = before.and_then(|s| s.phase);
+    if old_phase != after.phase {
+        out.extend(phase_change(old_phase, after.phase));
+    }
+    if conditions::expiring_soon(Some(after)) && !conditions::expiring_soon(before) {
+        out.push(Transition::ExpiringSoon);
+    }
+    out
+}
+
+/// The transition a phase change is, if any. Becoming Active is the Minted
+/// transition (above), or a restoration of a lost or tampered Secret.
+fn phase_change(old: Option<Phase>, new: Option<Phase>) -> Option<Transition> {
+    match new? {
+        Phase::Active => matches!(old, Some(Phase::SecretTampered | Phase::SecretLost))
+            .then_some(Transition::SecretRestored),
+        Phase::Pending => None,
+        Phase::Rejected => Some(Transition::Rejected),
+        Phase::Conflict => Some(Transition::Conflict),
+        Phase::Expired => Some(Transition::Expired),
+        Phase::SecretLost => Some(Transition::SecretLost),
+        Phase::SecretTampered => Some(Transition::SecretTampered),
+    }
+}
+
+/// The highest transition number an ApiKey has used (0: none yet).
+pub fn last_transition_number(status: Option<&ApiKeyStatus>) -> u64 {
+    status
+        .into_iter()
+        .flat_map(|s| s.last_transitions.iter())
+        .map(|r| r.number)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Numbers `transitions` after the ones `before` recorded.
+pub fn number_transitions(
+    before: Option<&ApiKeyStatus>,
+    transitions: &[Transition],
+    time: TransitionTime,
+    instance: &str,
+) -> Vec<TransitionRecord> {
+    let first = last_transition_number(before) + 1;
+    transitions
+        .iter()
+        .zip(first..)
+        .map(|(&action, number)| TransitionRecord {
+            number,
+            action,
+            time,
+            instance: instance.to_string(),
+        })
+        .collect()
+}

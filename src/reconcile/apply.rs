@@ -1,0 +1,133 @@
+//! An ApiKey that is not being deleted: observe, decide, act, record.
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+
+use super::act::{self, KeySecret, Minted};
+use super::{Context, Error};
+use crate::apikey::lifecycle::{self, Outcome, StatusInput, Step};
+use crate::apikey::secret::Observed;
+use crate::apikey::{ApiKey, Phase, TransitionTime};
+use crate::quota::slots::Slot;
+
+/// Observes, decides, acts, and writes the status the outcome calls for.
+pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    // Transitions of an earlier reconcile that never reached the audit
+    // stream (keymint stopped in between) come first.
+    ctx.reporter.catch_up(api_key).await?;
+    let secret = KeySecret::of(&ctx.client, api_key);
+    // A key waiting for a slot has no Secret, unless an attempt stopped
+    // right after creating it: then its slot is already in the ledger and
+    // creating the Secret finds it (AlreadyExists). Either way reading the
+    // Secret first would only cost a request per attempt.
+    let observed = match lifecycle::waits_for_slot(api_key, now) {
+        true => Observed::Missing,
+        false => secret.observe().await?,
+    };
+    let (outcome, observed) = act_on(api_key, ctx, &secret, observed, now).await?;
+    let phase = record(api_key, ctx, &secret.name, &outcome, &observed, now).await?;
+    Ok(next(api_key, ctx, phase))
+}
+
+/// Acts on what `decide` says until the outcome is settled: at most one
+/// mint, and if the Secret turns out to exist already, one more decision on
+/// what was found there. Returns the outcome and the Secret as last seen.
+async fn act_on(
+    api_key: &ApiKey,
+    ctx: &Context,
+    secret: &KeySecret,
+    mut observed: Observed,
+    now: Timestamp,
+) -> Result<(Outcome, Observed), Error> {
+    let status = api_key.status.as_ref();
+    let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
+    let mut tried_to_mint = false;
+    loop {
+        let outcome = match lifecycle::decide(status, expires_at, now, &observed) {
+            Step::Settled(outcome) => outcome,
+            // The Secret that made the create fail is gone again: start over.
+            Step::RequestSlot if tried_to_mint => return Err(Error::Stale),
+            Step::RequestSlot => match ctx.slots.request(api_key).await? {
+                Slot::Denied { message } => Outcome::Rejected { message },
+                Slot::Granted => match secret.mint(api_key).await? {
+                    Minted::Created { outcome, observed } => return Ok((outcome, observed)),
+                    Minted::Exists(found) => {
+                        (observed, tried_to_mint) = (found, true);
+                        continue;
+                    }
+                },
+            },
+            // Deleted first; the ledger entry is dropped when an admission
+            // needs the slot and finds the status Expired (written next).
+            Step::Expire { delete_secret } => {
+                if let Some(uid) = delete_secret {
+                    secret.delete(uid).await?;
+                }
+                Outcome::Expired
+            }
+            Step::Conflict => {
+                ctx.slots.release(api_key).await?;
+                Outcome::Conflict
+            }
+        };
+        return Ok((outcome, observed));
+    }
+}
+
+/// Writes the status the outcome calls for (only if it changed), carrying
+/// its transitions — the audit stream's outbox, should keymint stop before
+/// appending them — then reports them. Returns the phase it shows.
+async fn record(
+    api_key: &ApiKey,
+    ctx: &Context,
+    secret_name: &str,
+    outcome: &Outcome,
+    observed: &Observed,
+    now: Timestamp,
+) -> Result<Phase, Error> {
+    let status = api_key.status.as_ref();
+    let input = StatusInput {
+        current: status,
+        unrecorded_key: lifecycle::decide::unrecorded_key(status, observed),
+        generation: api_key.metadata.generation,
+        secret_name,
+        expires_at: api_key.spec.expires_at.as_ref().map(|t| t.0),
+        expiry_warning: ctx.expiry_warning,
+        now,
+    };
+    let mut desired = lifecycle::status(&input, outcome);
+    let transitions = lifecycle::transitions(status, &desired);
+    if !transitions.is_empty() {
+        let instance = &ctx.reporter.audit.instance;
+        desired.last_transitions =
+            lifecycle::number_transitions(status, &transitions, TransitionTime(now), instance);
+    }
+    let phase = desired.phase.unwrap_or(Phase::Pending);
+    if !lifecycle::needs_write(status, &desired) {
+        return Ok(phase);
+    }
+    act::write_status(&ctx.client, &ctx.own_writes, api_key, &desired).await?;
+    if !transitions.is_empty() {
+        let records = &desired.last_transitions;
+        ctx.reporter.transitions(api_key, &desired, records).await?;
+    }
+    Ok(phase)
+}
+
+/// When to look at the key again.
+fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Action {
+    let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
+    let after = lifecycle::next_check(
+        phase,
+        expires_at,
+        Timestamp::now(),
+        ctx.expiry_warning,
+        ctx.verify_interval,
+        rand::random(),
+    );
+    match after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    }
+}

@@ -207,65 +207,68 @@ fn describe(
         .secret_name
         .clone()
         .unwrap_or_else(|| crate::apikey::secret::name(api_key));
-    let ready = || conditions::message(status, conditions::READY);
     match report {
-        Report::Deleted {
-            secret_deleted: true,
-        } => (
+        Report::Deleted { secret_deleted } => (
             EventType::Normal,
             "Deleted",
-            format!("ApiKey deleted; key {key} and its Secret {secret} deleted"),
+            deleted_note(status, secret_deleted, &secret),
         ),
-        Report::Deleted {
-            secret_deleted: false,
-        } => match &status.key_id {
-            Some(key) => (
-                EventType::Normal,
-                "Deleted",
-                format!("ApiKey deleted; key {key} had no Secret left to delete"),
+        Report::Transition(t) => describe_transition(status, t, key, &secret),
+    }
+}
+
+fn deleted_note(status: &ApiKeyStatus, secret_deleted: bool, secret: &str) -> String {
+    match (&status.key_id, secret_deleted) {
+        (key, true) => format!(
+            "ApiKey deleted; key {} and its Secret {secret} deleted",
+            key.as_deref().unwrap_or("(none)")
+        ),
+        (Some(key), false) => format!("ApiKey deleted; key {key} had no Secret left to delete"),
+        (None, false) => "ApiKey deleted; no key had been minted".to_string(),
+    }
+}
+
+/// A transition's Event: the Warnings carry the Ready condition's words.
+fn describe_transition(
+    status: &ApiKeyStatus,
+    t: Transition,
+    key: &str,
+    secret: &str,
+) -> (EventType, &'static str, String) {
+    let ready = || conditions::message(status, conditions::READY);
+    match t {
+        Transition::Minted => (
+            EventType::Normal,
+            "Minted",
+            format!("key {key} minted into Secret {secret}"),
+        ),
+        Transition::Rejected => (EventType::Warning, "Rejected", ready()),
+        Transition::Conflict => (EventType::Warning, "Conflict", ready()),
+        Transition::ExpiringSoon => (
+            EventType::Warning,
+            "ExpiringSoon",
+            format!(
+                "key {key}: {}",
+                conditions::message(status, conditions::EXPIRING_SOON)
             ),
-            None => (
-                EventType::Normal,
-                "Deleted",
-                "ApiKey deleted; no key had been minted".to_string(),
-            ),
-        },
-        Report::Transition(action) => match action {
-            Transition::Minted => (
-                EventType::Normal,
-                "Minted",
-                format!("key {key} minted into Secret {secret}"),
-            ),
-            Transition::Rejected => (EventType::Warning, "Rejected", ready()),
-            Transition::Conflict => (EventType::Warning, "Conflict", ready()),
-            Transition::ExpiringSoon => (
-                EventType::Warning,
-                "ExpiringSoon",
-                format!(
-                    "key {key}: {}",
-                    conditions::message(status, conditions::EXPIRING_SOON)
-                ),
-            ),
-            Transition::Expired => match &status.key_id {
-                Some(key) => (
-                    EventType::Normal,
-                    "Expired",
-                    format!("key {key} expired; its key material was deleted"),
-                ),
-                None => (
-                    EventType::Normal,
-                    "Expired",
-                    "expiresAt passed before a key was minted; nothing was minted".to_string(),
-                ),
-            },
-            Transition::SecretLost => (EventType::Warning, "SecretLost", ready()),
-            Transition::SecretTampered => (EventType::Warning, "SecretTampered", ready()),
-            Transition::SecretRestored => (
-                EventType::Normal,
-                "SecretRestored",
-                format!("Secret {secret} holds key {key} again"),
-            ),
-        },
+        ),
+        Transition::Expired if status.key_id.is_some() => (
+            EventType::Normal,
+            "Expired",
+            format!("key {key} expired; its key material was deleted"),
+        ),
+        Transition::Expired => (
+            EventType::Normal,
+            "Expired",
+            "expiresAt passed before a key was minted; nothing was minted".to_string(),
+        ),
+        Transition::SecretLost => (EventType::Warning, "SecretLost", ready()),
+        Transition::SecretTampered => (EventType::Warning, "SecretTampered", ready()),
+        Transition::SecretRestored => (
+            EventType::Normal,
+            "SecretRestored",
+            format!("Secret {secret} holds key {key} again"),
+        ),
     }
 }
 

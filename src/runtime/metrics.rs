@@ -47,75 +47,69 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let keys = Family::<PhaseLabel, Gauge>::default();
-        let keys_expiring_soon = Gauge::default();
-        let mints = Counter::default();
-        let rejections = Counter::default();
-        let expiries = Counter::default();
-        // 1 ms to ~16 s.
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
-        // 1 ms to ~33 s: the target is under a second.
-        let expiry_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let audit_appends = Counter::<u64, AtomicU64>::default();
-        let leader = Gauge::default();
+        let mut m = Metrics {
+            keys: Family::default(),
+            keys_expiring_soon: Gauge::default(),
+            mints: Counter::default(),
+            rejections: Counter::default(),
+            expiries: Counter::default(),
+            // 1 ms to ~16 s.
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            reconcile_errors: Family::default(),
+            // 1 ms to ~33 s: the target is under a second.
+            expiry_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            audit_appends: Counter::default(),
+            leader: Gauge::default(),
+            registry: Registry::with_prefix("keymint"),
+        };
+        m.register();
+        m
+    }
 
-        let mut registry = Registry::with_prefix("keymint");
-        registry.register(
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "keys",
             "ApiKeys by phase (as cached by the leader)",
-            keys.clone(),
+            self.keys.clone(),
         );
-        registry.register(
+        r.register(
             "keys_expiring_soon",
             "Active keys inside the --expiry-warning window",
-            keys_expiring_soon.clone(),
+            self.keys_expiring_soon.clone(),
         );
-        registry.register("mints", "Keys minted", mints.clone());
-        registry.register(
+        r.register("mints", "Keys minted", self.mints.clone());
+        r.register(
             "rejections",
             "ApiKeys rejected by the quota",
-            rejections.clone(),
+            self.rejections.clone(),
         );
-        registry.register("expiries", "Keys expired", expiries.clone());
-        registry.register(
+        r.register("expiries", "Keys expired", self.expiries.clone());
+        r.register(
             "reconcile_duration_seconds",
             "Time to reconcile one ApiKey",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_errors",
             "Failed reconciles by error category",
-            reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        registry.register(
+        r.register(
             "expiry_lag_seconds",
             "Delay from expiresAt to the key's Secret being deleted",
-            expiry_lag.clone(),
+            self.expiry_lag.clone(),
         );
-        registry.register(
+        r.register(
             "audit_appends",
             "Entries appended to the audit stream",
-            audit_appends.clone(),
+            self.audit_appends.clone(),
         );
-        registry.register(
+        r.register(
             "leader",
             "1 while this instance leads (reconciles), else 0",
-            leader.clone(),
+            self.leader.clone(),
         );
-        Metrics {
-            keys,
-            keys_expiring_soon,
-            mints,
-            rejections,
-            expiries,
-            reconcile_duration,
-            reconcile_errors,
-            expiry_lag,
-            audit_appends,
-            leader,
-            registry,
-        }
     }
 
     /// Sets the per-phase gauges from a count of the cache: every phase is

@@ -14,20 +14,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use keymint::apikey::{ApiKey, Phase};
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams, WatchParams,
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    WatchParams,
 };
-use kube::discovery::{self, Scope};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::support::access::{Check, may};
 use crate::support::chart::{CHART, helm, render};
+use crate::support::manifests::{
+    container_args, create, delete_cluster_scoped, dry_run, dry_run_create_warnings, find, kind_of,
+    name_of, pod_from_template, release_name, render_bound_to,
+};
 use crate::support::operator::Operator;
 use crate::support::{
     TestNamespace, api_key, apiserver_audit, control_plane, eventually, wait_for_phase,
@@ -913,192 +914,6 @@ async fn the_finalizer_policy_adds_the_finalizer_at_creation() {
     ns.delete().await;
 }
 
-/// Renders the chart with the admission policy under `values` (its
-/// `namespaceSelector`) bound to this test's namespace only: the cluster is
-/// shared by parallel tests.
-fn render_bound_to(ns: &TestNamespace, release: &str, values: &str, extra: &[&str]) -> Vec<Value> {
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name}});
-    let bind = format!("{values}.namespaceSelector={selector}");
-    let mut args = vec!["--set-json", bind.as_str()];
-    args.extend_from_slice(extra);
-    render(release, &ns.name, &args)
-}
-
-/// A release name of this test's own, so cluster-scoped objects never clash.
-fn release_name(ns: &TestNamespace) -> String {
-    let suffix = ns.name.rsplit('-').next().expect("suffix");
-    format!("keymint-{suffix}")
-}
-
-fn kind_of(object: &Value) -> &str {
-    object["kind"].as_str().expect("kind")
-}
-
-fn name_of(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| kind_of(o) == kind && name_of(o) == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn container_args(deployment: &Value) -> Vec<String> {
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg").to_string())
-        .collect()
-}
-
-/// A Pod with the Deployment's pod template.
-fn pod_from_template(deployment: &Value) -> Pod {
-    let template = &deployment["spec"]["template"];
-    serde_json::from_value(json!({
-        "metadata": {"name": "keymint-probe", "labels": template["metadata"]["labels"]},
-        "spec": template["spec"],
-    }))
-    .expect("a Pod")
-}
-
-/// The API for an arbitrary object, found by discovery.
-async fn api_for(client: &Client, object: &Value, namespace: &str) -> Api<DynamicObject> {
-    let api_version = object["apiVersion"].as_str().expect("apiVersion");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind_of(object));
-    let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
-        .await
-        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
-    match capabilities.scope {
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-        Scope::Namespaced => {
-            let ns = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(namespace);
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-    }
-}
-
-/// Server-side dry run: created (or, for a CRD that already exists,
-/// applied) with dryRun=All, so every admission step runs and nothing is
-/// stored.
-async fn dry_run(client: &Client, object: &Value, namespace: &str) {
-    let api = api_for(client, object, namespace).await;
-    let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
-    let what = format!("{} {}", kind_of(object), name_of(object));
-    let result = if kind_of(object) == "CustomResourceDefinition" {
-        api.patch(
-            name_of(object),
-            &PatchParams::apply("keymint-tests").force().dry_run(),
-            &Patch::Apply(&dynamic),
-        )
-        .await
-    } else {
-        api.create(
-            &PostParams {
-                dry_run: true,
-                ..Default::default()
-            },
-            &dynamic,
-        )
-        .await
-    };
-    if let Err(e) = result {
-        panic!("the API server refused {what}: {e}");
-    }
-}
-
-/// Creates the object for real.
-async fn create(client: &Client, object: &Value, namespace: &str) {
-    let api = api_for(client, object, namespace).await;
-    let dynamic: DynamicObject = serde_json::from_value(object.clone()).expect("object");
-    api.create(&PostParams::default(), &dynamic)
-        .await
-        .unwrap_or_else(|e| panic!("create {} {}: {e}", kind_of(object), name_of(object)));
-}
-
-/// Deletes the cluster-scoped ones among `objects` (the namespace takes the
-/// rest with it).
-async fn delete_cluster_scoped(client: &Client, objects: &[&Value]) {
-    for object in objects {
-        if object["metadata"]["namespace"].is_null() && kind_of(object) != "ServiceAccount" {
-            let api = api_for(client, object, "").await;
-            api.delete(name_of(object), &DeleteParams::default())
-                .await
-                .unwrap_or_else(|e| panic!("delete {}: {e}", name_of(object)));
-        }
-    }
-}
-
-/// Creates `object` (a Deployment) with dryRun=All through a raw request, to
-/// read the API server's Warning headers, where PodSecurity reports what a
-/// workload's pod template would violate.
-async fn dry_run_create_warnings(client: &Client, namespace: &str, object: &Value) -> Vec<String> {
-    let request =
-        kube::core::Request::new(format!("/apis/apps/v1/namespaces/{namespace}/deployments"))
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                serde_json::to_vec(object).expect("json"),
-            )
-            .expect("request");
-    let response = client
-        .send(request.map(kube::client::Body::from))
-        .await
-        .expect("send");
-    assert!(
-        response.status().is_success(),
-        "dry-run create of the Deployment: {}",
-        response.status()
-    );
-    response
-        .headers()
-        .get_all("warning")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect()
-}
-
-/// One authorization question for a SubjectAccessReview.
-#[derive(Debug)]
-struct Check {
-    verb: String,
-    group: String,
-    resource: String,
-    subresource: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-}
-
-impl Check {
-    fn new(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Check {
-        Check {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: None,
-            namespace: namespace.map(Into::into),
-            name: None,
-        }
-    }
-
-    fn sub(mut self, subresource: &str) -> Check {
-        self.subresource = Some(subresource.into());
-        self
-    }
-
-    fn name(mut self, name: &str) -> Check {
-        self.name = Some(name.into());
-        self
-    }
-}
-
 /// Creates the operator's own RBAC from the rendered chart (not the
 /// user-facing ClusterRoles): its ServiceAccount, ClusterRole(Binding) and
 /// Role(Binding). Waits until the authorizer has them; returns them.
@@ -1274,31 +1089,4 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-/// Whether the API server's authorizer allows `user` (in `groups`) `check`.
-async fn may(client: &Client, user: &str, groups: &[String], check: &Check) -> bool {
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(user.into()),
-            groups: Some(groups.to_vec()),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(check.verb.clone()),
-                group: Some(check.group.clone()),
-                resource: Some(check.resource.clone()),
-                subresource: check.subresource.clone(),
-                namespace: check.namespace.clone(),
-                name: check.name.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<SubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .expect("SubjectAccessReview")
-        .status
-        .is_some_and(|s| s.allowed)
 }

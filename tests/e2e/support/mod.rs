@@ -14,8 +14,10 @@
 
 #![allow(dead_code)] // each test module uses a different part of this kit
 
+pub mod access;
 pub mod apiserver_audit;
 pub mod chart;
+pub mod manifests;
 pub mod operator;
 
 use std::collections::{BTreeMap, BTreeSet};

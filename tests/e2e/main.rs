@@ -16,6 +16,7 @@ mod ha;
 mod leaks;
 mod minting;
 mod packaging;
+mod project_binding;
 mod quota;
 mod robustness;
 mod verification;

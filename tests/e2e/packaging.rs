@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use keymint::apikey::{ApiKey, Phase};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 use crate::support::access::{Check, may};
 use crate::support::chart::{CHART, helm, render};
 use crate::support::manifests::{
-    container_args, create, delete_cluster_scoped, dry_run, dry_run_create_warnings, find, kind_of,
-    name_of, pod_from_template, release_name, render_bound_to,
+    container_args, create, delete_cluster_scoped, dry_run, dry_run_create_warnings,
+    enforce_restricted_pod_security, find, kind_of, name_of, pod_from_template, release_name,
+    render_bound_to,
 };
 use crate::support::operator::Operator;
 use crate::support::{
@@ -134,6 +135,8 @@ async fn chart_values_narrow_the_scope_and_switch_features() {
             "--set",
             "ownerBinding.enabled=false",
             "--set",
+            "projectBinding.enabled=false",
+            "--set",
             "finalizerPolicy.enabled=false",
             "--set",
             "metrics.serviceMonitor.enabled=true",
@@ -187,19 +190,7 @@ async fn chart_values_narrow_the_scope_and_switch_features() {
 #[tokio::test]
 async fn the_operator_pod_meets_the_restricted_pod_security_standard() {
     let ns = TestNamespace::new("psa").await;
-    Api::<Namespace>::all(ns.client.clone())
-        .patch(
-            &ns.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-                "pod-security.kubernetes.io/warn": "restricted",
-                "pod-security.kubernetes.io/warn-version": "latest",
-            }}})),
-        )
-        .await
-        .expect("label the namespace restricted");
+    enforce_restricted_pod_security(&ns).await;
     let release = release_name(&ns);
     let objects = render(&release, &ns.name, &[]);
     let deployment = find(&objects, "Deployment", &release).clone();
@@ -925,7 +916,7 @@ async fn install_operator_rbac<'a>(
     let installed: Vec<&Value> = objects
         .iter()
         .filter(|o| {
-            kind_of(o) == "ServiceAccount"
+            (kind_of(o) == "ServiceAccount" && name_of(o) == "keymint")
                 || (["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
                     .contains(&kind_of(o))
                     && name_of(o) == release)

@@ -54,3 +54,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The verifier's objects: named <fullname>-verifier, and its pods labelled
+with a name of their own, so that the operator's selectors (Deployment,
+Service, PodDisruptionBudget) never match a verifier pod, nor the
+verifier's an operator pod.
+*/}}
+{{- define "keymint.verifier.fullname" -}}
+{{- printf "%s-verifier" (include "keymint.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "keymint.verifier.labels" -}}
+helm.sh/chart: {{ include "keymint.chart" . }}
+{{ include "keymint.verifier.selectorLabels" . }}
+app.kubernetes.io/component: verifier
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: keymint
+{{- end }}
+
+{{- define "keymint.verifier.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-verifier" (include "keymint.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "keymint.verifier.serviceAccountName" -}}
+{{- if .Values.verifier.serviceAccount.create }}
+{{- default (include "keymint.verifier.fullname" .) .Values.verifier.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.verifier.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The one namespace the verifier indexes, or "" for all. */}}
+{{- define "keymint.verifier.watchNamespace" -}}
+{{- default .Values.config.watchNamespace .Values.verifier.watchNamespace }}
+{{- end }}

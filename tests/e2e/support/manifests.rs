@@ -2,7 +2,7 @@
 //! rendering, and dry-running, creating and deleting them through APIs found
 //! by discovery.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
@@ -170,4 +170,22 @@ pub async fn dry_run_create_warnings(
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect()
+}
+
+/// Labels the test namespace to enforce (and warn about) the "restricted"
+/// Pod Security Standard, latest version.
+pub async fn enforce_restricted_pod_security(ns: &TestNamespace) {
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(
+            &ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/warn-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("label the namespace restricted");
 }

@@ -20,3 +20,4 @@ mod project_binding;
 mod quota;
 mod robustness;
 mod verification;
+mod verifier_chart;

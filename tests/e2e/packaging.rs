@@ -538,7 +538,12 @@ async fn owner_binding_admits_own_keys_and_granted_impersonators_only() {
         &ns,
         &release,
         "ownerBinding",
-        &["--set", "rbac.aggregateToDefaultRoles=false"],
+        &[
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+            "--set",
+            "projectBinding.enabled=false",
+        ],
     );
     let edit = format!("{release}-edit");
     let impersonate = format!("{release}-impersonate-owner");

@@ -536,36 +536,12 @@ async fn valid_api_keys_are_accepted_including_edge_cases() {
 #[tokio::test]
 async fn kubectl_apply_reports_the_field() {
     let ns = TestNamespace::new("crd-kubectl").await;
-    let kubectl =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/controlplane/bin/kubectl");
-    let kubectl = if kubectl.exists() {
-        kubectl
-    } else {
-        "kubectl".into()
-    };
     let manifest = serde_json::to_string(&object(
         "ci-deploy",
         spec_with("project", json!("Payments!")),
     ))
     .expect("json");
-    let mut child = std::process::Command::new(kubectl)
-        .args(["apply", "-n", &ns.name, "-f", "-"])
-        .env("KUBECONFIG", crate::support::control_plane().kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-    }
-    let out = child.wait_with_output().expect("kubectl finishes");
+    let out = crate::support::kubectl::kubectl(&["apply", "-n", &ns.name, "-f", "-"], &manifest);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

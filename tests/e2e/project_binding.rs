@@ -14,6 +14,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::support::kubectl::kubectl;
 use crate::support::manifests::{
     create, delete_cluster_scoped, kind_of, name_of, release_name, render_bound_to,
 };
@@ -36,6 +37,16 @@ async fn a_namespace_admits_only_its_own_project_or_the_ones_it_lists() {
     for words in ["spec.project", &ns.name, "not payments", ANNOTATION] {
         assert!(refusal.contains(words), "{words:?} not in {refusal}");
     }
+    // What bob sees from `kubectl apply`.
+    let manifest = serde_json::to_string(&api_key("ci-deploy", "payments", BOB)).expect("json");
+    let out = kubectl(
+        &["apply", "-n", &ns.name, "--as", BOB, "-f", "-"],
+        &manifest,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kubectl apply admitted it: {stderr}");
+    let words = format!("denied request: {}", reason(&refusal));
+    assert!(stderr.contains(&words), "{words:?} not in {stderr}");
 
     // The namespace lists its projects; the list replaces the default.
     annotate(&ns, Some(" payments, billing ")).await;
@@ -222,4 +233,11 @@ async fn annotate(ns: &TestNamespace, projects: Option<&str>) {
         )
         .await
         .expect("annotate the namespace");
+}
+
+/// The policy's own words in an API server refusal.
+fn reason(refusal: &str) -> &str {
+    refusal
+        .split_once("denied request: ")
+        .map_or(refusal, |(_, reason)| reason)
 }

@@ -92,6 +92,34 @@ fn verifier_enabled_false_renders_none_of_it_and_typos_are_refused() {
     assert!(port.contains("grpcPort"), "{port}");
 }
 
+#[test]
+fn the_verifier_indexes_the_operators_watch_namespace_unless_told_otherwise() {
+    let args_with = |values: &[&str]| {
+        let objects = render("x", "keymint-system", values);
+        container_args(find(&objects, "Deployment", "x-keymint-verifier"))
+    };
+    let narrowed = args_with(&["--set", "config.watchNamespace=payments"]);
+    assert!(
+        narrowed.contains(&"--watch-namespace=payments".to_string()),
+        "{narrowed:?}"
+    );
+    let own = args_with(&[
+        "--set",
+        "config.watchNamespace=payments",
+        "--set",
+        "verifier.watchNamespace=shop",
+    ]);
+    assert!(
+        own.contains(&"--watch-namespace=shop".to_string()),
+        "{own:?}"
+    );
+    let all = args_with(&[]);
+    assert!(
+        !all.iter().any(|a| a.starts_with("--watch-namespace")),
+        "{all:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_verifier_is_its_own_deployment_service_and_budget() {
     let ns = TestNamespace::new("vchart").await;

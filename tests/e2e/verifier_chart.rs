@@ -153,68 +153,63 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
         );
     }
     assert_eq!(pod["spec"]["serviceAccountName"], name.as_str());
-
     let service = find(&objects, "Service", &name);
-    let ports: Vec<(&str, u64, &str)> = service["spec"]["ports"]
-        .as_array()
-        .expect("ports")
-        .iter()
-        .map(|p| {
-            let field = |k: &str| p[k].as_str().unwrap_or_default();
-            (
-                field("name"),
-                p["port"].as_u64().unwrap_or(0),
-                field("targetPort"),
-            )
-        })
-        .collect();
-    assert_eq!(ports, [("http", 8081, "http"), ("grpc", 9001, "grpc")]);
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([
+            {"name": "http", "port": 8081, "targetPort": "http", "protocol": "TCP"},
+            {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP"},
+        ])
+    );
     let budget = find(&objects, "PodDisruptionBudget", &name);
     assert_eq!(budget["spec"]["maxUnavailable"], 1);
-
-    // The verifier's selectors pick its pods and no operator pod, and the
-    // operator's pick none of the verifier's: otherwise the operator's
-    // Service would send scrapes to verifier pods and its budget count them.
-    let verifier_pod = labels(&pod["metadata"]["labels"]);
-    let operator = find(&objects, "Deployment", &release);
-    let operator_pod = labels(&operator["spec"]["template"]["metadata"]["labels"]);
-    for (selector, of) in [
-        (&deployment["spec"]["selector"]["matchLabels"], "Deployment"),
-        (&service["spec"]["selector"], "Service"),
-        (
-            &budget["spec"]["selector"]["matchLabels"],
-            "PodDisruptionBudget",
-        ),
-    ] {
-        assert!(selects(selector, &verifier_pod), "verifier {of}");
-        assert!(!selects(selector, &operator_pod), "verifier {of}");
-    }
-    for (kind, name, path) in [
-        (
-            "Deployment",
-            release.as_str(),
-            &["spec", "selector", "matchLabels"][..],
-        ),
-        (
-            "Service",
-            &format!("{release}-metrics"),
-            &["spec", "selector"][..],
-        ),
-        (
-            "PodDisruptionBudget",
-            release.as_str(),
-            &["spec", "selector", "matchLabels"][..],
-        ),
-    ] {
-        let selector = path.iter().fold(find(&objects, kind, name), |v, k| &v[*k]);
-        assert!(!selects(selector, &verifier_pod), "operator {kind}");
-    }
+    assert_selectors_apart(&objects, &release);
 
     // Everything the verifier adds is accepted by the API server.
     for object in verifier_objects(&objects) {
         dry_run(&ns.client, object, &ns.name).await;
     }
     ns.delete().await;
+}
+
+/// The verifier's selectors (Deployment, Service, budget) pick its pods and
+/// no operator pod, and the operator's pick none of the verifier's:
+/// otherwise the operator's Service would send scrapes to verifier pods and
+/// its budget would count them.
+fn assert_selectors_apart(objects: &[Value], release: &str) {
+    let pod_labels =
+        |deployment: &Value| labels(&deployment["spec"]["template"]["metadata"]["labels"]);
+    let verifier = format!("{release}-verifier");
+    let verifier_pod = pod_labels(find(objects, "Deployment", &verifier));
+    let operator_pod = pod_labels(find(objects, "Deployment", release));
+    let metrics = format!("{release}-metrics");
+    for (kind, name) in [
+        ("Deployment", verifier.as_str()),
+        ("Service", &verifier),
+        ("PodDisruptionBudget", &verifier),
+    ] {
+        let selector = selector_of(find(objects, kind, name));
+        assert!(selects(selector, &verifier_pod), "verifier {kind}");
+        assert!(!selects(selector, &operator_pod), "verifier {kind}");
+    }
+    for (kind, name) in [
+        ("Deployment", release),
+        ("Service", &metrics),
+        ("PodDisruptionBudget", release),
+    ] {
+        let selector = selector_of(find(objects, kind, name));
+        assert!(selects(selector, &operator_pod), "operator {kind}");
+        assert!(!selects(selector, &verifier_pod), "operator {kind}");
+    }
+}
+
+/// A workload's or budget's `matchLabels`, or a Service's selector.
+fn selector_of(object: &Value) -> &Value {
+    let selector = &object["spec"]["selector"];
+    match selector.get("matchLabels") {
+        Some(labels) => labels,
+        None => selector,
+    }
 }
 
 #[tokio::test]
@@ -310,43 +305,8 @@ async fn the_verifier_service_account_reads_api_keys_and_no_secrets() {
     let name = format!("{release}-verifier");
     let installed = install(&ns, &objects, &name).await;
     let (user, groups) = service_account_identity(&ns.name, &name);
-
-    let here = Some(ns.name.as_str());
-    let elsewhere = Some("default");
-    let mut checks: Vec<(Check, bool)> = ["get", "list", "watch"]
-        .into_iter()
-        .flat_map(|verb| {
-            [
-                (Check::new(verb, "keymint.dev", "apikeys", None), true),
-                (Check::new(verb, "keymint.dev", "apikeys", elsewhere), true),
-                (Check::new(verb, "", "secrets", here), false),
-                (Check::new(verb, "", "secrets", elsewhere), false),
-                (Check::new(verb, "", "secrets", None), false),
-                (Check::new(verb, "", "configmaps", here), false),
-            ]
-        })
-        .collect();
-    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
-        checks.push((Check::new(verb, "keymint.dev", "apikeys", elsewhere), false));
-        checks.push((Check::new(verb, "", "secrets", here), false));
-    }
-    checks.extend([
-        (
-            Check::new("patch", "keymint.dev", "apikeys", elsewhere).sub("status"),
-            false,
-        ),
-        (
-            Check::new("impersonate-owner", "keymint.dev", "apikeys", elsewhere),
-            false,
-        ),
-        (Check::new("create", "events.k8s.io", "events", here), false),
-        (
-            Check::new("get", "coordination.k8s.io", "leases", here),
-            false,
-        ),
-    ]);
     let mut wrong = Vec::new();
-    for (check, expected) in &checks {
+    for (check, expected) in &verifier_checks(&ns.name) {
         if may(&ns.client, &user, &groups, check).await != *expected {
             wrong.push(format!("{check:?}: expected allowed={expected}"));
         }
@@ -385,6 +345,41 @@ async fn the_verifier_service_account_reads_api_keys_and_no_secrets() {
     }
     delete_cluster_scoped(&ns.client, &installed).await;
     ns.delete().await;
+}
+
+/// What the verifier's ServiceAccount may do (true) and may not (false),
+/// `here` being its own namespace: read ApiKeys anywhere, nothing else.
+fn verifier_checks(here: &str) -> Vec<(Check, bool)> {
+    let (here, elsewhere) = (Some(here), Some("default"));
+    let mut checks: Vec<(Check, bool)> = ["get", "list", "watch"]
+        .into_iter()
+        .flat_map(|verb| {
+            [
+                (Check::new(verb, "keymint.dev", "apikeys", None), true),
+                (Check::new(verb, "keymint.dev", "apikeys", elsewhere), true),
+                (Check::new(verb, "", "secrets", here), false),
+                (Check::new(verb, "", "secrets", elsewhere), false),
+                (Check::new(verb, "", "secrets", None), false),
+                (Check::new(verb, "", "configmaps", here), false),
+            ]
+        })
+        .collect();
+    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+        checks.push((Check::new(verb, "keymint.dev", "apikeys", elsewhere), false));
+        checks.push((Check::new(verb, "", "secrets", here), false));
+    }
+    let status = Check::new("patch", "keymint.dev", "apikeys", elsewhere).sub("status");
+    let impersonate = Check::new("impersonate-owner", "keymint.dev", "apikeys", elsewhere);
+    checks.extend([
+        (status, false),
+        (impersonate, false),
+        (Check::new("create", "events.k8s.io", "events", here), false),
+        (
+            Check::new("get", "coordination.k8s.io", "leases", here),
+            false,
+        ),
+    ]);
+    checks
 }
 
 /// Creates the verifier's ServiceAccount and RBAC (named `name`) from the

@@ -1,8 +1,9 @@
-//! `keymint run`: wiring (`run`), options, the HTTP endpoints, leader
-//! election and metrics.
+//! `keymint run`: wiring (`run`), start-up checks (`preflight`), options,
+//! the HTTP endpoints, leader election and metrics.
 
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod options;
+pub mod preflight;
 pub mod run;

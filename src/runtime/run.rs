@@ -36,10 +36,8 @@ pub enum RunError {
     Config(#[source] kube::config::InferConfigError),
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
-    #[error(
-        "the ApiKey CRD is not served; install it with `keymint crd | kubectl apply --server-side -f -`: {}", crate::api_error::describe(.0)
-    )]
-    CrdMissing(#[source] kube::Error),
+    #[error(transparent)]
+    Preflight(#[from] crate::runtime::preflight::PreflightError),
     #[error("cannot open the audit stream: {0}")]
     Audit(#[source] crate::audit::stream::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
@@ -56,10 +54,7 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = client().await?;
     let api_keys = api_keys(&client, &options);
-    api_keys
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(RunError::CrdMissing)?;
+    crate::runtime::preflight::check(&client, &options, &api_keys).await?;
     let instance = instance_name();
     let metrics = Arc::new(Metrics::new());
     let shutdown: Signal = shutdown_signal().boxed().shared();

@@ -12,6 +12,7 @@ mod crd_validation;
 mod deletion;
 mod exactly_once;
 mod expiry;
+mod first_run;
 mod ha;
 mod leaks;
 mod minting;

@@ -13,6 +13,7 @@ mod act;
 mod apply;
 mod cleanup;
 pub mod error;
+pub mod events;
 mod failure;
 pub mod own_writes;
 pub mod report;

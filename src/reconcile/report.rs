@@ -14,6 +14,7 @@ use crate::apikey::lifecycle::{self, conditions};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
 use crate::audit::Draft;
 use crate::audit::stream::{AuditError, AuditLog};
+use crate::reconcile::events::EventQueue;
 
 /// Where reports go.
 pub struct Reporter {
@@ -21,12 +22,9 @@ pub struct Reporter {
     /// one Event into a series, and caches every Event it published in the
     /// last six minutes to do so.
     pub recorder: Recorder,
-    /// For transition Events, which never repeat: each is published through
-    /// a fresh Recorder, because the shared one's cache would hold every
-    /// Event of a burst (10,000 after 10,000 mints) and is scanned on each
-    /// publish.
-    pub client: kube::Client,
-    pub event_source: kube::runtime::events::Reporter,
+    /// For transition Events, which never repeat: queued, off the
+    /// critical path.
+    pub events: EventQueue,
     pub audit: AuditLog,
     pub metrics: std::sync::Arc<crate::runtime::metrics::Metrics>,
 }
@@ -65,7 +63,7 @@ impl Reporter {
             if new {
                 let report = Report::Transition(record.action);
                 self.count(api_key, report);
-                self.event(api_key, status, report).await;
+                self.event(api_key, status, report);
             }
         }
         Ok(())
@@ -114,7 +112,7 @@ impl Reporter {
             let at = TransitionTime(now);
             let entry = draft(api_key, &status, report, number, at, &self.audit.instance);
             if self.audit.append(vec![entry]).await?.first() == Some(&true) {
-                self.event(api_key, &status, report).await;
+                self.event(api_key, &status, report);
             }
         }
         Ok(())
@@ -140,9 +138,9 @@ impl Reporter {
         }
     }
 
-    /// Publishes the Event. Failures are logged, not returned: the
-    /// transition and its audit entry are already done.
-    async fn event(&self, api_key: &ApiKey, status: &ApiKeyStatus, report: Report) {
+    /// Logs the transition and queues its Event: the transition and its
+    /// audit entry are already done.
+    fn event(&self, api_key: &ApiKey, status: &ApiKeyStatus, report: Report) {
         let (type_, reason, note) = describe(api_key, status, report);
         if type_ == EventType::Warning {
             warn!(reason, apikey = %api_key.name_any(), key_id = status.key_id.as_deref(), "{note}");
@@ -156,10 +154,7 @@ impl Reporter {
             action: action(report).to_string(),
             secondary: None,
         };
-        let recorder = Recorder::new(self.client.clone(), self.event_source.clone());
-        if let Err(e) = recorder.publish(&event, &api_key.object_ref(&())).await {
-            warn!(reason, error = %e, "could not publish Event");
-        }
+        self.events.push(event, api_key.object_ref(&()));
     }
 }
 

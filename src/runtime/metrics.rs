@@ -35,6 +35,8 @@ pub struct Metrics {
     /// From `expiresAt` to the Secret's deletion.
     pub expiry_lag: Histogram,
     pub audit_appends: Counter<u64, AtomicU64>,
+    /// Transition Events dropped because their queue was full.
+    pub events_dropped: Counter,
     pub leader: Gauge,
     registry: Registry,
 }
@@ -59,6 +61,7 @@ impl Metrics {
             // 1 ms to ~33 s: the target is under a second.
             expiry_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             audit_appends: Counter::default(),
+            events_dropped: Counter::default(),
             leader: Gauge::default(),
             registry: Registry::with_prefix("keymint"),
         };

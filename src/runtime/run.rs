@@ -20,6 +20,7 @@ use crate::apikey::GuardedApiKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::quota::slots::Slots;
 use crate::quota::waiting::WaitingKeys;
+use crate::reconcile::events::{EventQueue, Flush};
 use crate::reconcile::own_writes::OwnWrites;
 use crate::reconcile::report::Reporter;
 use crate::reconcile::{self, Context, Failures};
@@ -215,9 +216,9 @@ async fn control(
     let store = controller.store();
     let _ = status.store.set(store.clone());
     watch_readiness(store.clone(), status.clone());
-    let ctx = Arc::new(context(parts, store, waiting, wake_tx, own_writes));
+    let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
     controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, Arc::new(ctx))
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(apikey = %object, "reconciled"),
@@ -227,6 +228,8 @@ async fn control(
             }
         })
         .await;
+    // The reconciles are done and their Events queued: publish them.
+    events.wait().await;
 }
 
 /// The watch of ApiKeys, lean, into the cache, feeding the waiting index,
@@ -291,7 +294,7 @@ fn context(
     waiting: Arc<WaitingKeys>,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
     own_writes: OwnWrites,
-) -> Context {
+) -> (Context, Flush) {
     let Parts {
         client,
         options,
@@ -310,11 +313,12 @@ fn context(
         "keymint starting"
     );
     let ledgers = Api::<ConfigMap>::namespaced(client.clone(), &options.namespace);
-    Context {
+    let dropped = metrics.events_dropped.clone();
+    let (events, flush) = EventQueue::start(client.clone(), event_source.clone(), dropped);
+    let ctx = Context {
         reporter: Reporter {
-            recorder: Recorder::new(client.clone(), event_source.clone()),
-            client: client.clone(),
-            event_source,
+            recorder: Recorder::new(client.clone(), event_source),
+            events,
             audit,
             metrics,
         },
@@ -332,7 +336,8 @@ fn context(
         max_backoff: options.max_backoff,
         own_writes,
         failures: Failures::default(),
-    }
+    };
+    (ctx, flush)
 }
 
 /// After the controller stopped: a lost lease exits with an error (to come

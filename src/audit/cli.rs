@@ -6,11 +6,10 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
+use kube::Client;
 
-use crate::audit::stream::{self, DATA_ENTRIES};
-use crate::audit::{self, Action, Entry, Head};
+use crate::audit::store::{self, Segments};
+use crate::audit::{self, Action, AuditError, Entry, Head};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -95,16 +94,8 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
 pub enum AuditCliError {
     #[error("cannot connect to the cluster (check KUBECONFIG): {0}")]
     Client(#[source] kube::Error),
-    #[error("cannot read the audit stream in namespace {namespace}: {source}")]
-    Read {
-        namespace: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("{0}")]
-    Stream(#[from] stream::AuditError),
-    #[error("segment {segment}: {reason}")]
-    Malformed { segment: String, reason: String },
+    Stream(#[from] AuditError),
     #[error("bad --checkpoint (expected <seq>:sha256:<hex>)")]
     Checkpoint,
     #[error("writing output: {0}")]
@@ -117,100 +108,101 @@ pub enum AuditCliError {
 /// Runs `keymint audit ...`.
 pub async fn run(args: AuditArgs) -> Result<(), AuditCliError> {
     let client = Client::try_default().await.map_err(AuditCliError::Client)?;
-    let segments = read_segments(&client, &args.audit_namespace).await?;
+    let store = Segments::new(client, &args.audit_namespace);
+    let segments = read_segments(&store).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
-        AuditCommand::List(filter) => {
-            let entries = entries(&segments)?;
-            writeln!(
-                out,
-                "{:<6}  {:<24}  {:<15}  {:<32}  {:<14}  {:<24}  {:<15}  REASON",
-                "SEQ", "TIME", "ACTION", "APIKEY", "PROJECT", "OWNER", "KEY ID"
-            )?;
-            for e in entries.iter().filter(|e| filter.matches(e)) {
-                let apikey = if e.name.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{}/{}", e.namespace, e.name)
-                };
-                writeln!(
-                    out,
-                    "{:<6}  {:<24}  {:<15}  {:<32}  {:<14}  {:<24}  {:<15}  {}",
-                    e.seq,
-                    short_time(&e.time),
-                    e.action.as_str(),
-                    apikey,
-                    dash(&e.project),
-                    dash(&e.owner),
-                    e.key_id.as_deref().unwrap_or("-"),
-                    e.reason
-                )?;
-            }
-        }
-        AuditCommand::Export(filter) => {
-            for e in entries(&segments)?.iter().filter(|e| filter.matches(e)) {
-                writeln!(out, "{}", e.encode())?;
-            }
-        }
-        AuditCommand::Verify { checkpoint } => {
-            let checkpoint = match checkpoint {
-                Some(c) => parse_checkpoint(&c).ok_or(AuditCliError::Checkpoint)?,
-                None => Head::genesis(),
-            };
-            match audit::verify_with_checkpoint(&segments, &checkpoint) {
-                Ok(summary) => {
-                    writeln!(
-                        out,
-                        "ok: {} entr{} in {} segment{} verify ({}); checkpoint: {}:{}",
-                        summary.entries,
-                        if summary.entries == 1 { "y" } else { "ies" },
-                        summary.segments,
-                        if summary.segments == 1 { "" } else { "s" },
-                        match (summary.first_seq, summary.last_seq) {
-                            (Some(f), Some(l)) => format!("entries {f} to {l}"),
-                            _ => "empty".to_string(),
-                        },
-                        summary.head.seq,
-                        summary.head.hash
-                    )?;
-                }
-                Err(finding) => return Err(AuditCliError::Tampered(finding.to_string())),
-            }
-        }
+        AuditCommand::List(filter) => list(&mut out, &entries(&store, &segments)?, &filter)?,
+        AuditCommand::Export(filter) => export(&mut out, &entries(&store, &segments)?, &filter)?,
+        AuditCommand::Verify { checkpoint } => verify(&mut out, &segments, checkpoint.as_deref())?,
     }
     Ok(())
 }
 
+/// `keymint audit list`: the entries `filter` matches, as a table.
+fn list(out: &mut impl Write, entries: &[Entry], filter: &Filter) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<6}  {:<24}  {:<15}  {:<32}  {:<14}  {:<24}  {:<15}  REASON",
+        "SEQ", "TIME", "ACTION", "APIKEY", "PROJECT", "OWNER", "KEY ID"
+    )?;
+    for e in entries.iter().filter(|e| filter.matches(e)) {
+        let apikey = if e.name.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}/{}", e.namespace, e.name)
+        };
+        writeln!(
+            out,
+            "{:<6}  {:<24}  {:<15}  {:<32}  {:<14}  {:<24}  {:<15}  {}",
+            e.seq,
+            short_time(&e.time),
+            e.action.as_str(),
+            apikey,
+            dash(&e.project),
+            dash(&e.owner),
+            e.key_id.as_deref().unwrap_or("-"),
+            e.reason
+        )?;
+    }
+    Ok(())
+}
+
+/// `keymint audit export`: the entries `filter` matches, as stored.
+fn export(out: &mut impl Write, entries: &[Entry], filter: &Filter) -> std::io::Result<()> {
+    for e in entries.iter().filter(|e| filter.matches(e)) {
+        writeln!(out, "{}", e.encode())?;
+    }
+    Ok(())
+}
+
+/// `keymint audit verify`: the summary and the checkpoint to pass next
+/// time, or the first finding as the error.
+fn verify(
+    out: &mut impl Write,
+    segments: &[(String, String)],
+    checkpoint: Option<&str>,
+) -> Result<(), AuditCliError> {
+    let checkpoint = match checkpoint {
+        Some(c) => parse_checkpoint(c).ok_or(AuditCliError::Checkpoint)?,
+        None => Head::genesis(),
+    };
+    let summary = audit::verify_with_checkpoint(segments, &checkpoint)
+        .map_err(|finding| AuditCliError::Tampered(finding.to_string()))?;
+    writeln!(
+        out,
+        "ok: {} entr{} in {} segment{} verify ({}); checkpoint: {}:{}",
+        summary.entries,
+        if summary.entries == 1 { "y" } else { "ies" },
+        summary.segments,
+        if summary.segments == 1 { "" } else { "s" },
+        match (summary.first_seq, summary.last_seq) {
+            (Some(f), Some(l)) => format!("entries {f} to {l}"),
+            _ => "empty".to_string(),
+        },
+        summary.head.seq,
+        summary.head.hash
+    )?;
+    Ok(())
+}
+
 /// Every segment, oldest first, as (name, content).
-pub async fn read_segments(
-    client: &Client,
-    namespace: &str,
-) -> Result<Vec<(String, String)>, AuditCliError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let names = stream::segment_names(&api).await?;
+pub async fn read_segments(store: &Segments) -> Result<Vec<(String, String)>, AuditError> {
+    let names = store.names().await?;
     let mut segments = Vec::with_capacity(names.len());
     for name in names {
-        let cm = api.get(&name).await.map_err(|source| AuditCliError::Read {
-            namespace: namespace.to_string(),
-            source,
-        })?;
-        let content = cm
-            .data
-            .and_then(|mut d| d.remove(DATA_ENTRIES))
-            .unwrap_or_default();
+        let cm = store.get(&name).await?;
+        let content = store::content_of(&cm).to_string();
         segments.push((name, content));
     }
     Ok(segments)
 }
 
-fn entries(segments: &[(String, String)]) -> Result<Vec<Entry>, AuditCliError> {
+/// The entries of every segment, in stream order.
+fn entries(store: &Segments, segments: &[(String, String)]) -> Result<Vec<Entry>, AuditError> {
     let mut all = Vec::new();
     for (name, content) in segments {
-        let parsed = audit::parse_segment(content).map_err(|e| AuditCliError::Malformed {
-            segment: name.clone(),
-            reason: e.to_string(),
-        })?;
-        all.extend(parsed);
+        all.extend(store.entries(name, content)?);
     }
     Ok(all)
 }

@@ -1,8 +1,27 @@
-//! The audit stream: entries and their hash chain (`chain`, pure), the
-//! stream kept in ConfigMaps (`stream`), and `keymint audit` (`cli`).
+//! The audit stream. Pure: an entry and its place in the hash chain
+//! (`entry`), a segment's content (`segment`), verification (`verify`, its
+//! verdicts in `finding`), what the stream is known to hold (`index`) and
+//! retention (`retention`). Kubernetes I/O: the segment ConfigMaps (`store`),
+//! the appender (`stream`) and `keymint audit` (`cli`); their errors
+//! (`error`).
 
-pub mod chain;
 pub mod cli;
+pub mod entry;
+pub mod error;
+pub mod finding;
+mod index;
+pub mod retention;
+pub mod segment;
+pub mod store;
 pub mod stream;
+pub mod verify;
 
-pub use chain::*;
+#[cfg(test)]
+mod testing;
+
+pub use entry::{Action, Draft, Entry, GENESIS, Head, chain, chain_all, format_time, pruned_draft};
+pub use error::AuditError;
+pub use finding::{Anchor, Finding, FindingKind, Summary};
+pub use retention::Retention;
+pub use segment::{ParseError, append_lines, parse_segment, size_after};
+pub use verify::{verify, verify_with_checkpoint};

@@ -5,7 +5,7 @@
 
 use crate::api_error::describe;
 use crate::apikey::key::KeyError;
-use crate::audit::stream::AuditError;
+use crate::audit::AuditError;
 use crate::quota::slots::SlotError;
 use crate::quota::store::LedgerError;
 

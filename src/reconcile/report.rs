@@ -12,8 +12,8 @@ use tracing::{info, warn};
 use crate::apikey::action::{Action, Transition};
 use crate::apikey::lifecycle::{self, conditions};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
-use crate::audit::Draft;
-use crate::audit::stream::{AuditError, AuditLog};
+use crate::audit::stream::AuditLog;
+use crate::audit::{AuditError, Draft};
 use crate::reconcile::events::EventQueue;
 
 /// Where reports go.

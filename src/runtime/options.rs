@@ -55,7 +55,7 @@ pub struct RunOptions {
     /// How much of the audit stream to keep: a number of segments (`1000`) or
     /// an age (`400d`). Older segments are pruned, and the pruning recorded.
     #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "1000")]
-    pub audit_retention: crate::audit::stream::Retention,
+    pub audit_retention: crate::audit::Retention,
 
     /// Elect a leader on a Lease in --namespace: only the leader reconciles,
     /// so several replicas can run for availability (the Helm chart turns

@@ -40,7 +40,7 @@ pub enum RunError {
     #[error(transparent)]
     Preflight(#[from] crate::runtime::preflight::PreflightError),
     #[error("cannot open the audit stream: {0}")]
-    Audit(#[source] crate::audit::stream::AuditError),
+    Audit(#[source] crate::audit::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
     Http(#[source] std::io::Error),
     #[error("leader election: {0}")]

@@ -103,24 +103,23 @@ pub(crate) fn parse_line(text: &str, terminated: bool) -> Result<Entry, String> 
 /// A missing field names one of ours, so that message is kept.
 fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
+    let column = e.column();
     match e.classify() {
-        Category::Syntax | Category::Eof => format!("not valid JSON (column {})", e.column()),
-        Category::Data => {
-            let message = e.to_string();
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split_once('`'))
-                .map(|(field, _)| field.to_string());
-            match missing {
-                Some(field) => format!("not an audit entry: missing field `{field}`"),
-                None => format!(
-                    "not an audit entry: unknown field, or a field of the wrong type or value (column {})",
-                    e.column()
-                ),
-            }
-        }
+        Category::Syntax | Category::Eof => format!("not valid JSON (column {column})"),
+        Category::Data => match missing_field(&e.to_string()) {
+            Some(field) => format!("not an audit entry: missing field `{field}`"),
+            None => format!(
+                "not an audit entry: unknown field, or a field of the wrong type or value (column {column})"
+            ),
+        },
         Category::Io => "could not be read".to_string(),
     }
+}
+
+/// The field serde's "missing field `x`" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(field, _)| field)
 }
 
 #[cfg(test)]

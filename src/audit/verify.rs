@@ -22,6 +22,7 @@
 //! All three are caught by [`verify_with_checkpoint`] against a [`Head`]
 //! recorded somewhere the tamperer cannot also rewrite (exported with
 //! `keymint audit`, logged, kept by a second system). The I/O layer decides
+//! where checkpoints live.
 
 use std::cmp::Ordering;
 
@@ -68,27 +69,30 @@ pub fn verify_with_checkpoint(
     }
     match summary.last_seq {
         Some(last) if checkpoint.seq < last => Ok(summary),
-        last => {
-            let first = last.map_or(1, |l| l + 1);
-            let (segment, line) = match segments.last() {
-                Some((name, content)) => (name.clone(), lines(content).count() + 1),
-                None => (String::new(), 1),
-            };
-            Err(Finding {
-                segment,
-                line,
-                seq: None,
-                kind: FindingKind::Removed {
-                    first,
-                    last: checkpoint.seq,
-                },
-                detail: format!(
-                    "the checkpoint is entry {} but the stream ends at entry {}",
-                    checkpoint.seq,
-                    last.unwrap_or(0)
-                ),
-            })
-        }
+        last => Err(missing_at_end(segments, checkpoint, last)),
+    }
+}
+
+/// The entries after `last` up to the `checkpoint` are missing from the
+/// end of the stream.
+fn missing_at_end(segments: &[(String, String)], checkpoint: &Head, last: Option<u64>) -> Finding {
+    let (segment, line) = match segments.last() {
+        Some((name, content)) => (name.clone(), lines(content).count() + 1),
+        None => (String::new(), 1),
+    };
+    Finding {
+        segment,
+        line,
+        seq: None,
+        kind: FindingKind::Removed {
+            first: last.map_or(1, |l| l + 1),
+            last: checkpoint.seq,
+        },
+        detail: format!(
+            "the checkpoint is entry {} but the stream ends at entry {}",
+            checkpoint.seq,
+            last.unwrap_or(0)
+        ),
     }
 }
 
@@ -103,6 +107,16 @@ struct Item<'a> {
     hash: String,
 }
 
+impl Item<'_> {
+    /// What the entry after this one links to.
+    fn head(&self) -> Head {
+        Head {
+            seq: self.entry.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
 /// A line that is not a well-formed entry.
 struct Malformed {
     segment: usize,
@@ -112,6 +126,24 @@ struct Malformed {
 
 /// A line of the stream, parsed or not.
 type Slot<'a> = Result<Item<'a>, Malformed>;
+
+/// Line `line` of segment `segment`, `text`, parsed.
+fn slot(segment: usize, line: usize, text: &str, terminated: bool) -> Slot<'_> {
+    match parse_line(text, terminated) {
+        Ok(entry) => Ok(Item {
+            segment,
+            line,
+            text,
+            entry,
+            hash: hash_line(text),
+        }),
+        Err(reason) => Err(Malformed {
+            segment,
+            line,
+            reason,
+        }),
+    }
+}
 
 fn item<'s, 'a>(slot: &'s Slot<'a>) -> Option<&'s Item<'a>> {
     slot.as_ref().ok()
@@ -125,7 +157,16 @@ struct Link<'s, 'a> {
     at: Option<&'s Item<'a>>,
 }
 
-impl Link<'_, '_> {
+impl<'s, 'a> Link<'s, 'a> {
+    /// The entry `p` as what the next entry links to.
+    fn after(p: &'s Item<'a>) -> Link<'s, 'a> {
+        Link {
+            seq: p.entry.seq,
+            hash: &p.hash,
+            at: Some(p),
+        }
+    }
+
     /// The seq of the entry that follows.
     fn next_seq(&self) -> u64 {
         self.seq.saturating_add(1)
@@ -153,20 +194,7 @@ impl<'a> Stream<'a> {
         let mut slots = Vec::new();
         for (segment, (_, content)) in segments.iter().enumerate() {
             for (line, text, terminated) in lines(content) {
-                slots.push(match parse_line(text, terminated) {
-                    Ok(entry) => Ok(Item {
-                        segment,
-                        line,
-                        text,
-                        entry,
-                        hash: hash_line(text),
-                    }),
-                    Err(reason) => Err(Malformed {
-                        segment,
-                        line,
-                        reason,
-                    }),
-                });
+                slots.push(slot(segment, line, text, terminated));
             }
         }
         Stream { segments, slots }
@@ -193,6 +221,16 @@ impl<'a> Stream<'a> {
         }
     }
 
+    fn malformed(&self, m: &Malformed) -> Finding {
+        Finding {
+            segment: self.name(m.segment),
+            line: m.line,
+            seq: None,
+            kind: FindingKind::Malformed,
+            detail: m.reason.clone(),
+        }
+    }
+
     /// "keymint-audit-0000000003 line 7", for details.
     fn place(&self, item: &Item) -> String {
         format!("{} line {}", self.name(item.segment), item.line)
@@ -202,34 +240,12 @@ impl<'a> Stream<'a> {
         let mut before: Option<&Item> = None;
         let mut anchor = Anchor::Empty;
         for (index, slot) in self.slots.iter().enumerate() {
-            let item = match slot {
-                Ok(item) => item,
-                Err(Malformed {
-                    segment,
-                    line,
-                    reason,
-                }) => {
-                    return Err(Finding {
-                        segment: self.name(*segment),
-                        line: *line,
-                        seq: None,
-                        kind: FindingKind::Malformed,
-                        detail: reason.clone(),
-                    });
-                }
-            };
+            let item = slot.as_ref().map_err(|m| self.malformed(m))?;
             match before {
                 None => anchor = self.anchor(index, item)?,
-                Some(p) => {
-                    let link = Link {
-                        seq: p.entry.seq,
-                        hash: &p.hash,
-                        at: Some(p),
-                    };
-                    if let Some(finding) = self.check(&link, index, item) {
-                        return Err(finding);
-                    }
-                }
+                Some(p) => self
+                    .check(&Link::after(p), index, item)
+                    .map_or(Ok(()), Err)?,
             }
             before = Some(item);
         }
@@ -238,10 +254,7 @@ impl<'a> Stream<'a> {
             entries: self.slots.len(),
             first_seq: self.items().next().map(|i| i.entry.seq),
             last_seq: before.map(|i| i.entry.seq),
-            head: before.map_or_else(Head::genesis, |i| Head {
-                seq: i.entry.seq,
-                hash: i.hash.clone(),
-            }),
+            head: before.map_or_else(Head::genesis, Item::head),
             anchor,
         })
     }

@@ -110,6 +110,8 @@ impl Error {
             Error::Slot(SlotError::Ledger(e)) => ledger_category(e),
             Error::Finalizer { .. } | Error::FinalizerRefused(..) => Category::Finalizer,
             Error::Mint(_) => Category::MintFailed,
+            // Lost every compare-and-swap to another writer: a race.
+            Error::Audit(AuditError::Contention { .. }) => Category::Stale,
             Error::Audit(_) => Category::AuditStream,
             Error::Stale => Category::Stale,
         }

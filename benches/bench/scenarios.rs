@@ -330,6 +330,7 @@ fn key(name: String, project: &str, owner: &str, expires_at: Option<Timestamp>) 
             expires_at: expires_at.map(Time),
             secret_name: None,
             secret_template: None,
+            show_once: None,
         },
     )
 }

@@ -22,6 +22,10 @@ pub enum Action {
     /// A lost or tampered Secret holds the minted key again (someone put the
     /// original back).
     SecretRestored,
+    /// A show-once key was shown to the person who created it, and its
+    /// Secret deleted: the key exists nowhere in the cluster (it still
+    /// verifies by its hash).
+    Revealed,
     /// The ApiKey was deleted (recorded by its finalizer, never in status).
     Deleted,
     /// Audit retention removed old segments (a stream entry, no ApiKey).
@@ -29,7 +33,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Minted,
         Action::Rejected,
         Action::Conflict,
@@ -38,6 +42,7 @@ impl Action {
         Action::SecretLost,
         Action::SecretTampered,
         Action::SecretRestored,
+        Action::Revealed,
         Action::Deleted,
         Action::Pruned,
     ];
@@ -53,6 +58,7 @@ impl Action {
             Action::SecretLost => "secret-lost",
             Action::SecretTampered => "secret-tampered",
             Action::SecretRestored => "secret-restored",
+            Action::Revealed => "revealed",
             Action::Deleted => "deleted",
             Action::Pruned => "pruned",
         }
@@ -83,6 +89,7 @@ pub enum Transition {
     SecretLost,
     SecretTampered,
     SecretRestored,
+    Revealed,
 }
 
 impl From<Transition> for Action {
@@ -96,6 +103,7 @@ impl From<Transition> for Action {
             Transition::SecretLost => Action::SecretLost,
             Transition::SecretTampered => Action::SecretTampered,
             Transition::SecretRestored => Action::SecretRestored,
+            Transition::Revealed => Action::Revealed,
         }
     }
 }
@@ -114,6 +122,7 @@ impl TryFrom<Action> for Transition {
             Action::SecretLost => Transition::SecretLost,
             Action::SecretTampered => Transition::SecretTampered,
             Action::SecretRestored => Transition::SecretRestored,
+            Action::Revealed => Transition::Revealed,
             Action::Deleted | Action::Pruned => return Err(action),
         })
     }
@@ -195,7 +204,7 @@ mod tests {
         let schema = schemars::schema_for!(Transition);
         let schema = serde_json::to_value(schema).expect("json");
         let names = schema["enum"].as_array().expect("enum");
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         assert!(!names.contains(&"deleted".into()) && !names.contains(&"pruned".into()));
     }
 }

@@ -58,6 +58,9 @@ const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9
 #[x_kube(validation = Rule::new(
     "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
 ).message("secretName is immutable").field_path(".secretName"))]
+#[x_kube(validation = Rule::new(
+    "has(self.showOnce) == has(oldSelf.showOnce) && (!has(self.showOnce) || self.showOnce == oldSelf.showOnce)"
+).message("showOnce is immutable").field_path(".showOnce"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySpec {
     /// The project the key belongs to: a DNS label (lowercase letters, digits
@@ -95,6 +98,13 @@ pub struct ApiKeySpec {
     /// Labels and annotations to put on the generated Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+
+    /// A person's key, shown once (`keymint create --show-once`): the CLI
+    /// reads the key from its Secret and deletes the Secret, and keymint
+    /// records `revealed` instead of SecretLost — the key then exists
+    /// nowhere in the cluster and still verifies by its hash. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_once: Option<bool>,
 }
 
 /// Metadata copied onto the generated Secret. Keys under `keymint.dev/` are
@@ -195,6 +205,9 @@ pub struct ApiKeyStatus {
     /// When the key was minted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minted_at: Option<Time>,
+    /// When a show-once key was shown and its Secret deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revealed_at: Option<Time>,
     /// The transitions made by the latest status change, numbered per
     /// ApiKey. Each is appended to the audit stream right after that change;
     /// if keymint stops in between, the next reconcile appends what the

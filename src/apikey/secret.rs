@@ -153,6 +153,7 @@ mod tests {
                 description: None,
                 expires_at: None,
                 secret_name: None,
+                show_once: None,
                 secret_template: Some(SecretTemplate {
                     labels: Some(BTreeMap::from([(
                         "team".into(),

@@ -416,6 +416,7 @@ mod tests {
             "secret-lost",
             "secret-tampered",
             "secret-restored",
+            "revealed",
             "deleted",
             "pruned",
         ];

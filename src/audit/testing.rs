@@ -11,7 +11,10 @@ pub fn ts(s: &str) -> Timestamp {
 
 /// Varied drafts: every non-pruned action, with and without key id.
 pub fn draft(i: u64) -> Draft {
-    let actions = &Action::ALL[..9];
+    let actions: Vec<Action> = Action::ALL
+        .into_iter()
+        .filter(|a| *a != Action::Pruned)
+        .collect();
     Draft {
         time: ts("2026-03-01T00:00:00Z") + SignedDuration::from_nanos(i as i64 * 1_500_000_007),
         action: actions[i as usize % actions.len()],

@@ -112,7 +112,7 @@ fn active(minted: &MintedKey, created: &Secret) -> Outcome {
 
 /// Status fields a merge patch must clear explicitly when absent, so the
 /// status becomes exactly the one written.
-const STATUS_FIELDS: [&str; 7] = [
+const STATUS_FIELDS: [&str; 8] = [
     "phase",
     "conditions",
     "observedGeneration",
@@ -120,6 +120,7 @@ const STATUS_FIELDS: [&str; 7] = [
     "keyHash",
     "secretName",
     "mintedAt",
+    "revealedAt",
 ];
 
 /// Writes the whole status, against the observed resourceVersion: if the

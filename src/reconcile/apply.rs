@@ -44,7 +44,8 @@ async fn act_on(
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
     let mut tried_to_mint = false;
     loop {
-        let outcome = match lifecycle::decide(status, expires_at, now, &observed) {
+        let show_once = api_key.spec.show_once == Some(true);
+        let outcome = match lifecycle::decide(status, expires_at, now, &observed, show_once) {
             Step::Settled(outcome) => outcome,
             // The Secret that made the create fail is gone again: start over.
             Step::RequestSlot if tried_to_mint => return Err(Error::Stale),

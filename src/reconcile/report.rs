@@ -103,6 +103,7 @@ impl Reporter {
         // A retry after a crash no longer finds the Secret it deleted: a key
         // that was live when deletion began had its Secret deleted by us.
         let was_live = status.key_hash.is_some()
+            && status.revealed_at.is_none()
             && matches!(status.phase, Some(Phase::Active | Phase::SecretTampered));
         let report = Report::Deleted {
             secret_deleted: secret_deleted_now || was_live,
@@ -264,6 +265,11 @@ fn describe_transition(
             "SecretRestored",
             format!("Secret {secret} holds key {key} again"),
         ),
+        Transition::Revealed => (
+            EventType::Normal,
+            "Revealed",
+            format!("key {key} was shown once; its Secret {secret} was deleted"),
+        ),
     }
 }
 
@@ -274,6 +280,7 @@ fn action(report: Report) -> &'static str {
             Transition::Minted => "Mint",
             Transition::Rejected | Transition::Conflict => "Admit",
             Transition::ExpiringSoon | Transition::Expired => "Expire",
+            Transition::Revealed => "Reveal",
             Transition::SecretLost | Transition::SecretTampered | Transition::SecretRestored => {
                 "Verify"
             }
@@ -327,6 +334,7 @@ mod tests {
                 expires_at: None,
                 secret_name: Some("payments-ci".into()),
                 secret_template: None,
+                show_once: None,
             },
         );
         k.metadata.namespace = Some("payments".into());

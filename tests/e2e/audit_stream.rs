@@ -373,6 +373,7 @@ fn event_reason(action: Action) -> &'static str {
         Action::SecretLost => "SecretLost",
         Action::SecretTampered => "SecretTampered",
         Action::SecretRestored => "SecretRestored",
+        Action::Revealed => "Revealed",
         Action::Deleted => "Deleted",
         Action::Pruned => "Retention",
     }

@@ -49,6 +49,9 @@ pub enum Outcome {
     Lost,
     /// Minted, but the Secret no longer holds the minted key.
     Tampered,
+    /// A show-once key whose Secret is gone: shown to its person and
+    /// deleted, as designed. Still Active: it verifies by its hash.
+    Revealed,
 }
 
 /// A minted key as status records it.
@@ -61,12 +64,14 @@ pub struct KeyRecord {
 
 /// Decides the next step. Expiry comes first (an expired key never mints and
 /// an expired Secret is always deleted); then a key that was minted is
-/// verified; only a key never minted may request a slot.
+/// verified — a show-once key's Secret is meant to go; only a key never
+/// minted may request a slot.
 pub fn decide(
     status: Option<&ApiKeyStatus>,
     expires_at: Option<Timestamp>,
     now: Timestamp,
     secret: &Observed,
+    show_once: bool,
 ) -> Step {
     let already_expired = status.and_then(|s| s.phase) == Some(Phase::Expired);
     if already_expired || expires_at.is_some_and(|t| t <= now) {
@@ -78,6 +83,7 @@ pub fn decide(
     }
     let recorded = status.and_then(|s| s.key_hash.as_deref());
     match secret {
+        Observed::Missing if minted(status) && show_once => Step::Settled(Outcome::Revealed),
         Observed::Missing | Observed::Foreign if minted(status) => Step::Settled(Outcome::Lost),
         Observed::Ours { content_hash, .. } if recorded.is_some() => {
             match content_hash.as_deref() == recorded {

@@ -38,6 +38,10 @@ pub fn status(input: &StatusInput, outcome: &Outcome) -> ApiKeyStatus {
         key_hash: key.key_hash,
         secret_name: Some(input.secret_name.to_string()),
         minted_at: key.minted_at,
+        revealed_at: match outcome {
+            Outcome::Revealed => current.revealed_at.clone().or(Some(Time(input.now))),
+            _ => current.revealed_at.clone(),
+        },
         // Replaced only when this status change is itself a transition.
         last_transitions: current.last_transitions,
     }
@@ -50,6 +54,13 @@ fn describe(outcome: &Outcome, secret: &str) -> (Phase, &'static str, String) {
             Phase::Active,
             "Minted",
             format!("the key is in Secret {secret}"),
+        ),
+        Outcome::Revealed => (
+            Phase::Active,
+            "Revealed",
+            format!(
+                "the key was shown once and Secret {secret} deleted: it exists nowhere in the cluster, and still verifies"
+            ),
         ),
         Outcome::Rejected { message } => (Phase::Rejected, "QuotaExceeded", message.clone()),
         Outcome::Retrying { reason, message } => (Phase::Pending, reason, message.clone()),

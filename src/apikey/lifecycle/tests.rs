@@ -38,7 +38,7 @@ const NOW: &str = "2027-01-01T00:00:00Z";
 #[test]
 fn a_new_key_requests_a_slot() {
     assert_eq!(
-        decide(None, None, ts(NOW), &Observed::Missing),
+        decide(None, None, ts(NOW), &Observed::Missing, false),
         Step::RequestSlot
     );
     let rejected = ApiKeyStatus {
@@ -46,7 +46,7 @@ fn a_new_key_requests_a_slot() {
         ..ApiKeyStatus::default()
     };
     assert_eq!(
-        decide(Some(&rejected), None, ts(NOW), &Observed::Missing),
+        decide(Some(&rejected), None, ts(NOW), &Observed::Missing, false),
         Step::RequestSlot
     );
 }
@@ -94,8 +94,13 @@ fn a_key_waits_for_a_slot_exactly_when_decide_would_request_one() {
             // Conflict key, which is re-checked (Secret read) and not
             // in line: while a foreign Secret holds its name it would
             // hold up every key behind it.
-            let requests = decide(status.as_ref(), expires_at, ts(NOW), &Observed::Missing)
-                == Step::RequestSlot;
+            let requests = decide(
+                status.as_ref(),
+                expires_at,
+                ts(NOW),
+                &Observed::Missing,
+                false,
+            ) == Step::RequestSlot;
             let conflict = status.as_ref().and_then(|s| s.phase) == Some(Phase::Conflict);
             assert_eq!(waits, requests && !conflict, "{status:?} {expires_at:?}");
         }
@@ -116,7 +121,7 @@ fn a_tampered_key_without_a_recorded_hash_never_waits_and_never_mints() {
     // Tampered and records no hash.
     let found = ours(None, None);
     assert_eq!(
-        decide(None, None, ts(NOW), &found),
+        decide(None, None, ts(NOW), &found, false),
         Step::Settled(Outcome::Tampered)
     );
     let tampered = status(&input(None, None, NOW), &Outcome::Tampered);
@@ -128,7 +133,7 @@ fn a_tampered_key_without_a_recorded_hash_never_waits_and_never_mints() {
     );
     // Its Secret deleted later: lost, never minted again.
     assert_eq!(
-        decide(Some(&tampered), None, ts(NOW), &Observed::Missing),
+        decide(Some(&tampered), None, ts(NOW), &Observed::Missing, false),
         Step::Settled(Outcome::Lost)
     );
 }
@@ -137,7 +142,7 @@ fn a_tampered_key_without_a_recorded_hash_never_waits_and_never_mints() {
 fn an_expired_key_never_mints_and_its_secret_is_deleted() {
     let past = Some(ts("2026-12-31T23:59:59Z"));
     assert_eq!(
-        decide(None, past, ts(NOW), &Observed::Missing),
+        decide(None, past, ts(NOW), &Observed::Missing, false),
         Step::Expire {
             delete_secret: None
         }
@@ -147,7 +152,8 @@ fn an_expired_key_never_mints_and_its_secret_is_deleted() {
             Some(&minted("h")),
             past,
             ts(NOW),
-            &ours(Some("h"), Some("h"))
+            &ours(Some("h"), Some("h")),
+            false
         ),
         Step::Expire {
             delete_secret: Some("secret-uid".into())
@@ -155,12 +161,12 @@ fn an_expired_key_never_mints_and_its_secret_is_deleted() {
     );
     // Expiring exactly now counts as expired.
     assert!(matches!(
-        decide(None, Some(ts(NOW)), ts(NOW), &Observed::Missing),
+        decide(None, Some(ts(NOW)), ts(NOW), &Observed::Missing, false),
         Step::Expire { .. }
     ));
     // A foreign Secret is never deleted.
     assert_eq!(
-        decide(None, past, ts(NOW), &Observed::Foreign),
+        decide(None, past, ts(NOW), &Observed::Foreign, false),
         Step::Expire {
             delete_secret: None
         }
@@ -176,7 +182,7 @@ fn expired_is_final_even_if_expires_at_moves_later() {
     };
     let later = Some(ts("2030-01-01T00:00:00Z"));
     assert_eq!(
-        decide(Some(&expired), later, ts(NOW), &Observed::Missing),
+        decide(Some(&expired), later, ts(NOW), &Observed::Missing, false),
         Step::Expire {
             delete_secret: None
         }
@@ -191,7 +197,8 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             Some(&s),
             None,
             ts(NOW),
-            &ours(Some("sha256:a"), Some("sha256:a"))
+            &ours(Some("sha256:a"), Some("sha256:a")),
+            false
         ),
         Step::Settled(Outcome::Active {
             key_id: String::new(),
@@ -200,11 +207,11 @@ fn a_minted_key_is_verified_lost_or_tampered() {
         })
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &Observed::Missing),
+        decide(Some(&s), None, ts(NOW), &Observed::Missing, false),
         Step::Settled(Outcome::Lost)
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &Observed::Foreign),
+        decide(Some(&s), None, ts(NOW), &Observed::Foreign, false),
         Step::Settled(Outcome::Lost)
     );
     assert_eq!(
@@ -212,12 +219,19 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             Some(&s),
             None,
             ts(NOW),
-            &ours(Some("sha256:b"), Some("sha256:a"))
+            &ours(Some("sha256:b"), Some("sha256:a")),
+            false
         ),
         Step::Settled(Outcome::Tampered)
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &ours(None, Some("sha256:a"))),
+        decide(
+            Some(&s),
+            None,
+            ts(NOW),
+            &ours(None, Some("sha256:a")),
+            false
+        ),
         Step::Settled(Outcome::Tampered)
     );
 }
@@ -229,7 +243,8 @@ fn an_unrecorded_secret_of_ours_is_adopted_never_reminted() {
             None,
             None,
             ts(NOW),
-            &ours(Some("sha256:a"), Some("sha256:a"))
+            &ours(Some("sha256:a"), Some("sha256:a")),
+            false
         ),
         Step::Settled(Outcome::Active {
             key_id: "km_1".into(),
@@ -242,12 +257,13 @@ fn an_unrecorded_secret_of_ours_is_adopted_never_reminted() {
             None,
             None,
             ts(NOW),
-            &ours(Some("sha256:b"), Some("sha256:a"))
+            &ours(Some("sha256:b"), Some("sha256:a")),
+            false
         ),
         Step::Settled(Outcome::Tampered)
     );
     assert_eq!(
-        decide(None, None, ts(NOW), &Observed::Foreign),
+        decide(None, None, ts(NOW), &Observed::Foreign, false),
         Step::Conflict
     );
 }

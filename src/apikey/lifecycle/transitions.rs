@@ -19,6 +19,9 @@ pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<T
     if old_phase != after.phase {
         out.extend(phase_change(old_phase, after.phase));
     }
+    if before.and_then(|s| s.revealed_at.as_ref()).is_none() && after.revealed_at.is_some() {
+        out.push(Transition::Revealed);
+    }
     if conditions::expiring_soon(Some(after)) && !conditions::expiring_soon(before) {
         out.push(Transition::ExpiringSoon);
     }

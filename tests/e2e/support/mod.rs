@@ -274,6 +274,7 @@ pub fn api_key(name: &str, project: &str, owner: &str) -> keymint::apikey::ApiKe
             expires_at: None,
             secret_name: None,
             secret_template: None,
+            show_once: None,
         },
     )
 }

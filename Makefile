@@ -8,11 +8,14 @@ CP_SOURCES := tests/controlplane/go.mod tests/controlplane/go.sum tests/controlp
 KUBECTL    := $(CP_BIN)/kubectl
 HELM       := $(CP_BIN)/helm
 TOOLS_SOURCES := tests/tools/go.mod tests/tools/go.sum tests/tools/build.sh
+TOOLS_BIN  := target/tools/bin
+READINESS  := $(TOOLS_BIN)/keymint-readiness
+READINESS_SOURCES := tests/gitops/go.mod tests/gitops/go.sum tests/gitops/build.sh $(wildcard tests/gitops/readiness/*.go)
 IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 CONTAINER_ENGINE ?= docker
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools image cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools readiness image cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +23,8 @@ help: ## list the targets
 build: ## build the keymint binary (debug)
 	$(CARGO) build
 
-test: controlplane tools ## unit tests and end-to-end tests against a real local control plane
+test: controlplane tools readiness ## unit tests and end-to-end tests against a real local control plane
+	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
 bench: controlplane tools ## benchmarks (release build, own control plane, ~8-15 min): table + target/bench/results.json
@@ -35,11 +39,12 @@ lint: tools ## cargo fmt --check, clippy with warnings as errors, go vet, helm l
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	cd tests/controlplane && test -z "$$(gofmt -l launcher)" && go vet ./launcher
+	cd tests/gitops && test -z "$$(gofmt -l readiness)" && go vet ./readiness
 	$(HELM) lint --strict charts/keymint
 
 fmt: ## format Rust and Go sources
 	$(CARGO) fmt
-	gofmt -w tests/controlplane/launcher
+	gofmt -w tests/controlplane/launcher tests/gitops/readiness
 
 crds: ## regenerate crds/ from the Rust types
 	$(CARGO) run --quiet -- crd > crds/apikeys.keymint.dev.yaml
@@ -53,6 +58,11 @@ tools: $(HELM) ## build helm (tests/tools, its own Go module) into target/contro
 
 $(HELM): $(TOOLS_SOURCES)
 	tests/tools/build.sh $(CP_BIN)
+
+readiness: $(READINESS) ## build keymint-readiness (tests/gitops: kstatus and Argo CD's Lua health check) into target/tools/bin
+
+$(READINESS): $(READINESS_SOURCES)
+	tests/gitops/build.sh $(TOOLS_BIN)
 
 image: ## build the container image (IMAGE=keymint:VERSION; needs a container engine: CONTAINER_ENGINE=docker|podman)
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .

@@ -12,13 +12,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keymint::apikey::{ApiKey, Phase, SecretTemplate};
+use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
-use kube::{Api, Client};
 
 use crate::support::operator::Operator;
 use crate::support::watch_from_here;
-use crate::support::{TestNamespace, api_key, apiserver_audit, eventually, wait_for_phase};
+use crate::support::{
+    TestNamespace, api_key, apiserver_audit, eventually, raw, refuse_secrets_labelled,
+    wait_for_phase,
+};
 
 /// Every `api-key` value any Secret in the namespace ever held, from a watch
 /// that runs for the whole test: keys that expired or were deleted count too.
@@ -36,13 +39,6 @@ async fn record_key_values(secrets: Api<Secret>) -> Arc<Mutex<BTreeSet<String>>>
     })
     .await;
     seen
-}
-
-/// The raw JSON the API server returns for `path`: nothing dropped by a
-/// typed struct.
-async fn raw(client: &Client, path: &str) -> String {
-    let request = http::Request::get(path).body(Vec::new()).expect("request");
-    client.request_text(request).await.expect(path)
 }
 
 /// Key-shaped strings in `text` that are real keys (their checksum holds):
@@ -356,65 +352,4 @@ fn the_canary_search_recognises_every_form_of_a_key() {
     let secret = format!("{:?}", ByteString(key.as_bytes().to_vec()));
     let debug = &forms(key)[3].1;
     assert!(secret.contains(debug.as_str()), "{secret} vs {debug}");
-}
-
-/// A ValidatingAdmissionPolicy (and binding) that refuses Secrets carrying
-/// `label=value` in `ns`; returns once the API server enforces it.
-async fn refuse_secrets_labelled(ns: &TestNamespace, label: &str, value: &str) {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
-    let name = format!("{}-refuse-secrets", ns.name);
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE"], "resources": ["secrets"],
-            }]},
-            "validations": [{
-                "expression": format!(
-                    "!has(object.metadata.labels) || !('{label}' in object.metadata.labels) || object.metadata.labels['{label}'] != '{value}'"
-                ),
-                "message": "refused by the leaks test",
-            }],
-        },
-    }))
-    .expect("policy");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
-        },
-    }))
-    .expect("binding");
-    let pp = kube::api::PostParams::default();
-    Api::<ValidatingAdmissionPolicy>::all(ns.client.clone())
-        .create(&pp, &policy)
-        .await
-        .expect("create policy");
-    Api::<ValidatingAdmissionPolicyBinding>::all(ns.client.clone())
-        .create(&pp, &binding)
-        .await
-        .expect("create binding");
-    // A new policy is enforced within about a second: probe with dry runs.
-    let secrets: Api<Secret> = ns.api();
-    let mut probe = Secret::default();
-    probe.metadata.name = Some("policy-probe".into());
-    probe.metadata.labels = Some(
-        [(label.to_string(), value.to_string())]
-            .into_iter()
-            .collect(),
-    );
-    let dry_run = kube::api::PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually(Duration::from_secs(20), || async {
-        secrets.create(&dry_run, &probe).await.is_err()
-    })
-    .await;
 }

@@ -32,7 +32,8 @@ use crate::support::manifests::{
 };
 use crate::support::operator::Operator;
 use crate::support::{
-    TestNamespace, api_key, apiserver_audit, control_plane, eventually, wait_for_phase,
+    TestNamespace, api_key, apiserver_audit, control_plane, eventually, http_get,
+    json_log_http_addr, wait_for_phase,
 };
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -1034,15 +1035,7 @@ impl ChartOperator {
     async fn http_addr(&self) -> std::net::SocketAddr {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            // The chart asks for JSON logs: {"fields":{"message":"serving
-            // /metrics, ...","addr":"127.0.0.1:PORT"}}.
-            let found = self.log().lines().find_map(|line| {
-                let entry: Value = serde_json::from_str(line).ok()?;
-                let fields = &entry["fields"];
-                let serving = fields["message"].as_str()?.starts_with("serving /metrics");
-                serving.then(|| fields["addr"].as_str()?.parse().ok())?
-            });
-            if let Some(addr) = found {
+            if let Some(addr) = json_log_http_addr(&self.log()) {
                 return addr;
             }
             assert!(
@@ -1060,29 +1053,4 @@ impl Drop for ChartOperator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status, body).
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -458,3 +458,137 @@ pub async fn replace_secret(secrets: &Api<Secret>, original: &Secret, keep_owner
         .await
         .expect("create the replacement Secret")
 }
+
+/// The raw JSON the API server returns for `path`: nothing dropped by a
+/// typed struct.
+pub async fn raw(client: &Client, path: &str) -> String {
+    let request = http::Request::get(path).body(Vec::new()).expect("request");
+    client.request_text(request).await.expect(path)
+}
+
+/// A ValidatingAdmissionPolicy (and binding) that refuses Secrets carrying
+/// `label=value` in `ns`; returns once the API server enforces it.
+pub async fn refuse_secrets_labelled(ns: &TestNamespace, label: &str, value: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("{}-refuse-secrets", ns.name);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["secrets"],
+            }]},
+            "validations": [{
+                "expression": format!(
+                    "!has(object.metadata.labels) || !('{label}' in object.metadata.labels) || object.metadata.labels['{label}'] != '{value}'"
+                ),
+                "message": "refused by a keymint test",
+            }],
+        },
+    }))
+    .expect("policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
+        },
+    }))
+    .expect("binding");
+    let pp = kube::api::PostParams::default();
+    Api::<ValidatingAdmissionPolicy>::all(ns.client.clone())
+        .create(&pp, &policy)
+        .await
+        .expect("create policy");
+    Api::<ValidatingAdmissionPolicyBinding>::all(ns.client.clone())
+        .create(&pp, &binding)
+        .await
+        .expect("create binding");
+    // A new policy is enforced within about a second: probe with dry runs.
+    let secrets: Api<Secret> = ns.api();
+    let mut probe = Secret::default();
+    probe.metadata.name = Some("policy-probe".into());
+    probe.metadata.labels = Some(
+        [(label.to_string(), value.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(20), || async {
+        secrets.create(&dry_run, &probe).await.is_err()
+    })
+    .await;
+}
+
+/// Undoes [`refuse_secrets_labelled`]: deletes its policy and binding and
+/// returns once the API server admits such Secrets again.
+pub async fn admit_secrets_again(ns: &TestNamespace, label: &str, value: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("{}-refuse-secrets", ns.name);
+    Api::<ValidatingAdmissionPolicyBinding>::all(ns.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete binding");
+    Api::<ValidatingAdmissionPolicy>::all(ns.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    let secrets: Api<Secret> = ns.api();
+    let mut probe = Secret::default();
+    probe.metadata.name = Some("policy-probe".into());
+    probe.metadata.labels = Some([(label.to_string(), value.to_string())].into());
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(20), || async {
+        secrets.create(&dry_run, &probe).await.is_ok()
+    })
+    .await;
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The address `keymint run` serves /metrics, /healthz and /readyz on, from
+/// its JSON log (the chart's format): {"fields":{"message":"serving
+/// /metrics, ...","addr":"127.0.0.1:PORT"}}.
+pub fn json_log_http_addr(log: &str) -> Option<std::net::SocketAddr> {
+    log.lines().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = &entry["fields"];
+        let serving = fields["message"].as_str()?.starts_with("serving /metrics");
+        serving.then(|| fields["addr"].as_str()?.parse().ok())?
+    })
+}

@@ -9,6 +9,10 @@
 --   Conflict, Expired, SecretLost, SecretTampered      -> Degraded
 --     (the Secret is missing, foreign or not the minted key: workloads that
 --      mount it are broken until someone acts)
+-- The message is keymint's own, from the Ready condition: the one kstatus
+-- (Flux) shows through the Stalled condition.
+-- Argo CD opens only the base, table and a reduced os library for a health
+-- check from argocd-cm: no string or math functions here.
 local hs = {}
 
 local function condition(conditions, type)
@@ -57,7 +61,7 @@ elseif phase == "Pending" then
 elseif phase == "Rejected" or phase == "Conflict" or phase == "Expired"
     or phase == "SecretLost" or phase == "SecretTampered" then
   hs.status = "Degraded"
-  hs.message = phase .. (message ~= "" and (": " .. message) or "")
+  hs.message = message ~= "" and message or phase
 else
   hs.status = "Unknown"
   hs.message = "Unknown phase " .. tostring(phase)

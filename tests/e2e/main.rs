@@ -13,6 +13,7 @@ mod deletion;
 mod exactly_once;
 mod expiry;
 mod first_run;
+mod gitops_readiness;
 mod ha;
 mod leaks;
 mod minting;

@@ -12,10 +12,11 @@ TOOLS_BIN  := target/tools/bin
 READINESS  := $(TOOLS_BIN)/keymint-readiness
 READINESS_SOURCES := tests/gitops/go.mod tests/gitops/go.sum tests/gitops/build.sh $(wildcard tests/gitops/readiness/*.go)
 IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-CONTAINER_ENGINE ?= docker
+CONTAINER_ENGINE ?= podman
+IMAGE_CONTEXT := target/image
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools readiness image cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools readiness static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,7 +24,7 @@ help: ## list the targets
 build: ## build the keymint binary (debug)
 	$(CARGO) build
 
-test: controlplane tools readiness ## unit tests and end-to-end tests against a real local control plane
+test: controlplane tools readiness static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
@@ -64,7 +65,15 @@ readiness: $(READINESS) ## build keymint-readiness (tests/gitops: kstatus and Ar
 $(READINESS): $(READINESS_SOURCES)
 	tests/gitops/build.sh $(TOOLS_BIN)
 
-image: ## build the container image (IMAGE=keymint:VERSION; needs a container engine: CONTAINER_ENGINE=docker|podman)
+static: ## keymint as one static binary (release, stripped; target/static): what `make image` puts in the image
+	tests/image/build-static.sh >/dev/null
+
+image: static ## the image from the static binary, FROM scratch, nothing pulled (IMAGE=keymint:VERSION; CONTAINER_ENGINE=podman|docker)
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)
+	cp "$$(tests/image/build-static.sh)" $(IMAGE_CONTEXT)/keymint
+	$(CONTAINER_ENGINE) build -f Dockerfile.host -t $(IMAGE) $(IMAGE_CONTEXT)
+
+image-dockerfile: ## the image built from source inside the engine (multi-stage Dockerfile; pulls rust:alpine and distroless/static)
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 cluster-up: controlplane ## start the local control plane in the background; kubeconfig in target/controlplane/kubeconfig

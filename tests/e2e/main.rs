@@ -15,6 +15,7 @@ mod expiry;
 mod first_run;
 mod gitops_readiness;
 mod ha;
+mod image;
 mod leaks;
 mod minting;
 mod packaging;

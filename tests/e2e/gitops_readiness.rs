@@ -20,10 +20,11 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::support::kubectl::kubectl;
 use crate::support::operator::Operator;
 use crate::support::{
-    TestNamespace, admit_secrets_again, api_key, control_plane, eventually, raw,
-    refuse_secrets_labelled, replace_secret, wait_for_phase,
+    TestNamespace, admit_secrets_again, api_key, eventually, raw, refuse_secrets_labelled,
+    replace_secret, wait_for_phase,
 };
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -197,13 +198,11 @@ fn assert_readable(object: &Value, phase: &str) {
 
 /// `kubectl wait --for=condition=Ready apikey/NAME`: whether it succeeded.
 fn kubectl_wait_ready(namespace: &str, name: &str, timeout: &str) -> bool {
-    let out = Command::new(Path::new(REPO).join("target/controlplane/bin/kubectl"))
-        .args(["wait", "--for=condition=Ready", &format!("apikey/{name}")])
-        .args(["-n", namespace, "--timeout", timeout])
-        .env("KUBECONFIG", control_plane().kubeconfig())
-        .output()
-        .expect("run kubectl");
-    out.status.success()
+    let object = format!("apikey/{name}");
+    let args = ["wait", "--for=condition=Ready", &object, "-n", namespace];
+    kubectl(&[&args[..], &["--timeout", timeout]].concat(), "")
+        .status
+        .success()
 }
 
 async fn create(api: &Api<ApiKey>, key: ApiKey) {

@@ -20,6 +20,7 @@ use kube::api::PostParams;
 use serde_json::Value;
 
 use crate::support::chart::{operator_kubeconfig, operator_release, render};
+use crate::support::manifests::container_args;
 use crate::support::{
     TestNamespace, api_key, control_plane, eventually, http_get, json_log_http_addr, wait_for_phase,
 };
@@ -172,15 +173,12 @@ fn env_flags(deployment: &Value, namespace: &str, pod_name: &str) -> Vec<String>
 
 /// The Deployment's arguments, with a free loopback port instead of the
 /// pod's own 8080 (the container shares the host's network).
-fn container_args(deployment: &Value) -> Vec<String> {
-    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg"))
+fn args_on_host_network(deployment: &Value) -> Vec<String> {
+    container_args(deployment)
+        .into_iter()
         .map(|a| match a.starts_with("--http-addr=") {
             true => "--http-addr=127.0.0.1:0".to_string(),
-            false => a.to_string(),
+            false => a,
         })
         .collect()
 }
@@ -319,7 +317,7 @@ async fn the_image_runs_keymint_as_the_chart_does() {
         "--volume={}:{KUBECONFIG_IN_CONTAINER}:ro",
         kubeconfig.display()
     ));
-    let mut container = Container::start(&image, &flags, &container_args(&deployment), &dir);
+    let mut container = Container::start(&image, &flags, &args_on_host_network(&deployment), &dir);
 
     let addr = container.http_addr().await;
     assert_eq!(http_get(addr, "/healthz").0, 200, "{}", container.log());

@@ -196,13 +196,22 @@ fn assert_readable(object: &Value, phase: &str) {
     }
 }
 
-/// `kubectl wait --for=condition=Ready apikey/NAME`: whether it succeeded.
-fn kubectl_wait_ready(namespace: &str, name: &str, timeout: &str) -> bool {
-    let object = format!("apikey/{name}");
-    let args = ["wait", "--for=condition=Ready", &object, "-n", namespace];
-    kubectl(&[&args[..], &["--timeout", timeout]].concat(), "")
-        .status
-        .success()
+/// `kubectl wait --for=condition=CONDITION apikey/NAME`: whether it succeeded.
+fn kubectl_wait(namespace: &str, name: &str, condition: &str, timeout: &str) -> bool {
+    let (object, wanted) = (
+        format!("apikey/{name}"),
+        format!("--for=condition={condition}"),
+    );
+    let args = [
+        "wait",
+        &wanted,
+        &object,
+        "-n",
+        namespace,
+        "--timeout",
+        timeout,
+    ];
+    kubectl(&args, "").status.success()
 }
 
 async fn create(api: &Api<ApiKey>, key: ApiKey) {
@@ -300,12 +309,16 @@ async fn every_phase_reads_as_kstatus_and_argo_cd_are_told() {
         assert_readable(&read(&ns, name).await, phase);
     }
     assert!(
-        kubectl_wait_ready(&ns.name, "active", "20s"),
+        kubectl_wait(&ns.name, "active", "Ready", "20s"),
         "kubectl wait --for=condition=Ready apikey/active"
     );
     assert!(
-        !kubectl_wait_ready(&ns.name, "conflict", "2s"),
+        !kubectl_wait(&ns.name, "conflict", "Ready", "2s"),
         "kubectl wait took a Conflict for Ready"
+    );
+    assert!(
+        kubectl_wait(&ns.name, "conflict", "Stalled", "20s"),
+        "kubectl wait --for=condition=Stalled apikey/conflict"
     );
 
     // A spec change keymint has not observed yet (the operator is down):
@@ -324,7 +337,7 @@ async fn every_phase_reads_as_kstatus_and_argo_cd_are_told() {
     assert_eq!(verdicts.kstatus.status, "InProgress", "{verdicts:?}");
     assert_eq!(verdicts.argocd.status, "Progressing", "{verdicts:?}");
     assert!(
-        !kubectl_wait_ready(&ns.name, "active", "2s"),
+        !kubectl_wait(&ns.name, "active", "Ready", "2s"),
         "kubectl wait took a Ready condition of generation 1 for generation 2"
     );
     let _operator = Operator::start(&ns.name, &flags);

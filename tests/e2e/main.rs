@@ -22,5 +22,6 @@ mod packaging;
 mod project_binding;
 mod quota;
 mod robustness;
+mod show_once;
 mod verification;
 mod verifier_chart;

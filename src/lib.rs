@@ -10,6 +10,8 @@
 //!   ConfigMaps and the `keymint audit` command (I/O).
 //! - `reconcile`: one ApiKey reconciled — observe, decide, act — its errors,
 //!   and the reports (Events, audit entries) of its transitions.
+//! - `people`: `keymint create`, `list`, `describe`, `delete` (also as
+//!   `kubectl keymint`): errors, verdicts and tables (pure), the calls (I/O).
 //! - `runtime`: `keymint run` wiring, options, HTTP endpoints, leader
 //!   election, metrics.
 
@@ -19,6 +21,7 @@ pub mod audit;
 pub mod configmap;
 pub mod digest;
 pub mod duration;
+pub mod people;
 pub mod quota;
 pub mod reconcile;
 pub mod runtime;

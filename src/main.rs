@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use keymint::runtime::options::{LogFormat, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -20,12 +20,14 @@ enum Command {
     Run(RunOptions),
     /// Read, export and verify the audit stream.
     Audit(keymint::audit::cli::AuditArgs),
+    #[command(flatten)]
+    People(keymint::people::PeopleCommand),
 }
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(cli(Cli::parse())),
+        Ok(runtime) => runtime.block_on(cli(parse())),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -49,6 +51,16 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// The command line; as `kubectl-keymint` (a kubectl plugin) the usage
+/// says `kubectl keymint`.
+fn parse() -> Cli {
+    let mut command = Cli::command();
+    if keymint::people::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        command = command.bin_name("kubectl keymint");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 async fn cli(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => match keymint::apikey::crd::yaml() {
@@ -62,6 +74,13 @@ async fn cli(cli: Cli) -> ExitCode {
             }
         },
         Command::Audit(args) => match keymint::audit::cli::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::People(command) => match keymint::people::run(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -16,13 +16,19 @@ CONTAINER_ENGINE ?= podman
 IMAGE_CONTEXT := target/image
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build test unit-test e2e-test lint fmt crds controlplane tools readiness static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the keymint binary (debug)
 	$(CARGO) build
+
+PREFIX ?= $(HOME)/.local
+
+install: ## install keymint and the kubectl plugin (kubectl-keymint, a symlink) into PREFIX/bin (default ~/.local/bin)
+	$(CARGO) install --locked --path . --root $(PREFIX)
+	ln -sf keymint $(PREFIX)/bin/kubectl-keymint
 
 test: controlplane tools readiness static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...

@@ -156,3 +156,92 @@ fn printable(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apikey::{ApiKeySpec, ApiKeyStatus, Phase};
+    use crate::audit::{Action, Draft, Head};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn entry(action: Action, uid: &str, transition: u64) -> Entry {
+        let draft = Draft {
+            time: "2026-12-01T20:15:00Z".parse().expect("time"),
+            action,
+            namespace: "team-a".into(),
+            name: "ci".into(),
+            uid: uid.into(),
+            transition,
+            project: "payments".into(),
+            owner: "alice".into(),
+            key_id: Some("km_1".into()),
+            reason: "Minted".into(),
+            message: format!("{action} {transition}"),
+            instance: "keymint-0".into(),
+            pruned_through: None,
+        };
+        audit::chain(&Head::genesis(), &draft).0
+    }
+
+    #[test]
+    fn only_the_latest_entries_of_this_key_are_shown() {
+        let mut lines = String::new();
+        for n in 1..=12 {
+            lines.push_str(&entry(Action::Minted, "uid-1", n).encode());
+            lines.push('\n');
+        }
+        lines.push_str(&entry(Action::Deleted, "uid-2", 1).encode());
+        lines.push('\n');
+        let found = entries_of(&[("s-1".into(), lines)], "uid-1").expect("entries");
+        let numbers: Vec<u64> = found.iter().map(|e| e.transition).collect();
+        assert_eq!(numbers, (3..=12).collect::<Vec<_>>());
+        assert!(entries_of(&[("s-1".into(), "garbage\n".into())], "uid-1")
+            .unwrap_err()
+            .starts_with("segment s-1: "));
+    }
+
+    #[test]
+    fn describe_shows_status_conditions_and_audit() {
+        let mut k = ApiKey::new(
+            "ci",
+            ApiKeySpec {
+                project: "payments".into(),
+                owner: "alice\u{1b}[2J".into(),
+                description: Some("CI deploy".into()),
+                expires_at: None,
+                secret_name: None,
+                secret_template: None,
+            },
+        );
+        k.metadata.namespace = Some("team-a".into());
+        k.status = Some(ApiKeyStatus {
+            phase: Some(Phase::Active),
+            key_id: Some("km_1".into()),
+            secret_name: Some("ci".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Minted".into(),
+                message: "the key is in Secret ci".into(),
+                last_transition_time: Time("2026-12-01T20:15:00Z".parse().expect("time")),
+                observed_generation: Some(1),
+            }],
+            ..ApiKeyStatus::default()
+        });
+        let text = render(&k, "keymint-system", &Ok(vec![entry(Action::Minted, "u", 1)]));
+        for line in [
+            "Name:        ci",
+            "Owner:       alice\\u{1b}[2J",
+            "Phase:       Active",
+            "Key ID:      km_1",
+            "Expires:     never",
+            "  Ready True Minted since 2026-12-01 20:15: the key is in Secret ci",
+            "Audit (keymint-system, latest 10):",
+            "  2026-12-01T20:15:00Z  minted           minted 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        let hidden = render(&k, "keymint-system", &Err("forbidden".into()));
+        assert!(hidden.ends_with("  not readable: forbidden\n"), "{hidden}");
+    }
+}

@@ -195,9 +195,11 @@ mod tests {
         let found = entries_of(&[("s-1".into(), lines)], "uid-1").expect("entries");
         let numbers: Vec<u64> = found.iter().map(|e| e.transition).collect();
         assert_eq!(numbers, (3..=12).collect::<Vec<_>>());
-        assert!(entries_of(&[("s-1".into(), "garbage\n".into())], "uid-1")
-            .unwrap_err()
-            .starts_with("segment s-1: "));
+        assert!(
+            entries_of(&[("s-1".into(), "garbage\n".into())], "uid-1")
+                .unwrap_err()
+                .starts_with("segment s-1: ")
+        );
     }
 
     #[test]
@@ -228,7 +230,11 @@ mod tests {
             }],
             ..ApiKeyStatus::default()
         });
-        let text = render(&k, "keymint-system", &Ok(vec![entry(Action::Minted, "u", 1)]));
+        let text = render(
+            &k,
+            "keymint-system",
+            &Ok(vec![entry(Action::Minted, "u", 1)]),
+        );
         for line in [
             "Name:        ci",
             "Owner:       alice\\u{1b}[2J",

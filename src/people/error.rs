@@ -158,9 +158,12 @@ impl Call {
                 namespace: self.namespace,
                 message,
             },
-            // A resource type the server does not serve answers 404 with
-            // this text; a missing object names itself instead.
-            404 if message.contains("could not find the requested resource") => {
+            // A resource type the server does not serve answers a bare 404
+            // ("404 page not found"; discovery says "could not find the
+            // requested resource"); a missing object names itself instead.
+            404 if message.contains("page not found")
+                || message.contains("could not find the requested resource") =>
+            {
                 PeopleError::CrdMissing
             }
             404 if self.resource == API_KEYS && self.name.is_some() => PeopleError::NotFound {

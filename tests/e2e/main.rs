@@ -19,6 +19,7 @@ mod image;
 mod leaks;
 mod minting;
 mod packaging;
+mod people;
 mod project_binding;
 mod quota;
 mod robustness;

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use clap::Args;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 
 use crate::apikey::ApiKey;
 use crate::audit::{self, Entry};
@@ -40,10 +42,13 @@ pub async fn run(cluster: &Cluster, args: &DescribeArgs) -> Result<(), PeopleErr
     })?;
     // The stream is keymint's, in its own namespace: a person may well not
     // be allowed to read it, which is no reason to show nothing else.
-    let history = audit::cli::read_segments(&cluster.client, &args.audit_namespace)
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|segments| entries_of(&segments, &api_key.uid().unwrap_or_default()));
+    let history = match may_read_audit(cluster, &args.audit_namespace).await {
+        Ok(()) => audit::cli::read_segments(&cluster.client, &args.audit_namespace)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|segments| entries_of(&segments, &api_key.uid().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
+    };
     let mut stdout = std::io::stdout().lock();
     write!(
         stdout,
@@ -51,6 +56,21 @@ pub async fn run(cluster: &Cluster, args: &DescribeArgs) -> Result<(), PeopleErr
         render(&api_key, &args.audit_namespace, &history)
     )?;
     Ok(())
+}
+
+/// One small list first, so that a missing permission reads as one
+/// (which verb on what, where) rather than as a failed stream read.
+async fn may_read_audit(cluster: &Cluster, namespace: &str) -> Result<(), PeopleError> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), namespace);
+    config_maps
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Call::new("list", "configmaps")
+                .in_namespace(namespace)
+                .failed(e)
+        })
 }
 
 /// The latest entries about the ApiKey with `uid`, oldest first.

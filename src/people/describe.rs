@@ -10,6 +10,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use crate::apikey::ApiKey;
+use crate::audit::store::Segments;
 use crate::audit::{self, Entry};
 use crate::people::connection::{Cluster, Connection};
 use crate::people::error::{API_KEYS, Call, PeopleError};
@@ -43,10 +44,13 @@ pub async fn run(cluster: &Cluster, args: &DescribeArgs) -> Result<(), PeopleErr
     // The stream is keymint's, in its own namespace: a person may well not
     // be allowed to read it, which is no reason to show nothing else.
     let history = match may_read_audit(cluster, &args.audit_namespace).await {
-        Ok(()) => audit::cli::read_segments(&cluster.client, &args.audit_namespace)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|segments| entries_of(&segments, &api_key.uid().unwrap_or_default())),
+        Ok(()) => audit::cli::read_segments(&Segments::new(
+            cluster.client.clone(),
+            &args.audit_namespace,
+        ))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|segments| entries_of(&segments, &api_key.uid().unwrap_or_default())),
         Err(e) => Err(e.to_string()),
     };
     let mut stdout = std::io::stdout().lock();

@@ -35,7 +35,7 @@ pub fn ready_message(api_key: &ApiKey) -> Option<String> {
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == crate::apikey::lifecycle::READY)
+        .find(|c| c.type_ == crate::apikey::lifecycle::conditions::READY)
         .map(|c| c.message.clone())
         .filter(|m| !m.is_empty())
 }

@@ -157,6 +157,7 @@ fn request(args: &CreateArgs, owner: &str, expires_at: Option<Timestamp>) -> Api
             expires_at: expires_at.map(Time),
             secret_name: None,
             secret_template: None,
+            show_once: None,
         },
     )
 }

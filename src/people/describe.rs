@@ -127,7 +127,12 @@ pub fn render(k: &ApiKey, audit_namespace: &str, history: &Result<Vec<Entry>, St
                 .map_or("-".into(), |t| t.0.to_string()),
         ),
     ];
-    for (label, value) in fields {
+    // Only show-once keys are ever revealed (shown once, Secret deleted).
+    let revealed = status
+        .revealed_at
+        .as_ref()
+        .map(|t| ("Revealed", t.0.to_string()));
+    for (label, value) in fields.into_iter().chain(revealed) {
         let _ = writeln!(out, "{:<13}{value}", format!("{label}:"));
     }
     let _ = writeln!(out, "Conditions:");
@@ -237,6 +242,7 @@ mod tests {
                 expires_at: None,
                 secret_name: None,
                 secret_template: None,
+                show_once: None,
             },
         );
         k.metadata.namespace = Some("team-a".into());
@@ -271,6 +277,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
+        assert!(!text.contains("Revealed:"), "{text}");
+        k.status.as_mut().expect("status").revealed_at =
+            Some(Time("2026-12-01T20:16:00Z".parse().expect("time")));
+        let revealed = render(&k, "keymint-system", &Ok(vec![]));
+        assert!(
+            revealed
+                .lines()
+                .any(|l| l == "Revealed:    2026-12-01T20:16:00Z"),
+            "{revealed}"
+        );
         let hidden = render(&k, "keymint-system", &Err("forbidden".into()));
         assert!(hidden.ends_with("  not readable: forbidden\n"), "{hidden}");
     }

@@ -93,6 +93,7 @@ mod tests {
                 expires_at: None,
                 secret_name: None,
                 secret_template: None,
+                show_once: None,
             },
         );
         k.metadata.namespace = Some(ns.into());

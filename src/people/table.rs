@@ -107,6 +107,7 @@ mod tests {
                 expires_at: Some(Time("2027-01-31T00:00:00Z".parse().expect("time"))),
                 secret_name: None,
                 secret_template: None,
+                show_once: None,
             },
         );
         k.metadata.namespace = Some("team-a".into());

@@ -137,9 +137,19 @@ impl Call {
     pub fn failed(self, error: kube::Error) -> PeopleError {
         match error {
             kube::Error::Api(status) => self.refused_with(&status),
-            other => PeopleError::Unreachable {
-                server: None,
-                reason: with_sources(&other),
+            e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+                PeopleError::Unreachable {
+                    server: None,
+                    reason: with_sources(&e),
+                }
+            }
+            e @ kube::Error::Auth(_) => {
+                PeopleError::Kubeconfig(format!("cannot get credentials: {}", with_sources(&e)))
+            }
+            other => PeopleError::Api {
+                verb: self.verb,
+                resource: self.resource,
+                message: with_sources(&other),
             },
         }
     }

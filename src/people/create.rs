@@ -39,6 +39,12 @@ pub struct CreateArgs {
     /// When the key stops working: an age like `30d`, or RFC 3339.
     #[arg(long, value_name = "30d|RFC3339")]
     pub expires: Option<String>,
+    /// Show the key once and leave it nowhere in the cluster: its Secret is
+    /// deleted before the key is printed (keymint records `revealed`; the
+    /// key still verifies). For a person's key — workloads cannot mount it.
+    /// Needs `delete` on Secrets in the namespace.
+    #[arg(long)]
+    pub show_once: bool,
     /// How long to wait for keymint to mint the key.
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
@@ -69,6 +75,8 @@ struct Created<'a> {
     expires_at: Option<String>,
     key_id: Option<&'a str>,
     secret_name: String,
+    /// The key was shown once: its Secret is gone.
+    show_once: bool,
     key: &'a str,
 }
 
@@ -100,7 +108,7 @@ pub async fn run(cluster: &Cluster, args: &CreateArgs) -> Result<(), PeopleError
     spinner.finish();
     let (latest, verdict) = waited?;
     match verdict {
-        Verdict::Active => show(cluster, &latest, args.output).await,
+        Verdict::Active => show(cluster, &latest, args).await,
         Verdict::Waiting if latest.status.is_none() => Err(PeopleError::NotRunning {
             name: args.name.clone(),
             waited: args.timeout,
@@ -157,7 +165,7 @@ fn request(args: &CreateArgs, owner: &str, expires_at: Option<Timestamp>) -> Api
             expires_at: expires_at.map(Time),
             secret_name: None,
             secret_template: None,
-            show_once: None,
+            show_once: args.show_once.then_some(true),
         },
     )
 }
@@ -248,8 +256,10 @@ fn phase_word(phase: Phase) -> &'static str {
 }
 
 /// Reads the key from its Secret, checks it is the one minted (its hash
-/// is the status's), and prints it once.
-async fn show(cluster: &Cluster, api_key: &ApiKey, output: Output) -> Result<(), PeopleError> {
+/// is the status's), and prints it once. A show-once key's Secret is
+/// deleted first: a crash before the print leaves a key nobody saw, which
+/// the person deletes; never a key shown and still kept.
+async fn show(cluster: &Cluster, api_key: &ApiKey, args: &CreateArgs) -> Result<(), PeopleError> {
     let secret_name = secret::name(api_key);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let found = secrets.get(&secret_name).await.map_err(|e| {
@@ -274,22 +284,51 @@ async fn show(cluster: &Cluster, api_key: &ApiKey, output: Output) -> Result<(),
     if status.key_hash.as_deref() != Some(key::hash(&minted).as_str()) {
         return Err(bad("its hash is not the one in the ApiKey's status"));
     }
-    print_key(
-        api_key,
-        &status.key_id,
-        &secret_name,
-        minted.expose(),
-        output,
-    )
+    if args.show_once {
+        forget(&secrets, &found).await?;
+    }
+    let shown = Shown {
+        key_id: &status.key_id,
+        secret_name: &secret_name,
+        kept: !args.show_once,
+    };
+    print_key(api_key, &shown, minted.expose(), args.output)
+}
+
+/// Deletes the Secret read (that UID, no other) before its key is shown.
+async fn forget(secrets: &Api<Secret>, found: &Secret) -> Result<(), PeopleError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: found.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let name = found.name_any();
+    secrets.delete(&name, &params).await.map_err(|e| {
+        Call::new("delete", "secrets")
+            .named(&name)
+            .in_namespace(secrets.namespace().unwrap_or_default())
+            .failed(e)
+    })?;
+    Ok(())
+}
+
+/// What the printed lines say besides the key.
+struct Shown<'a> {
+    key_id: &'a Option<String>,
+    secret_name: &'a str,
+    /// Whether the Secret keeps the key (not a show-once key).
+    kept: bool,
 }
 
 fn print_key(
     api_key: &ApiKey,
-    key_id: &Option<String>,
-    secret_name: &str,
+    shown: &Shown,
     key: &str,
     output: Output,
 ) -> Result<(), PeopleError> {
+    let (key_id, secret_name) = (shown.key_id, shown.secret_name);
     let namespace = api_key.namespace().unwrap_or_default();
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0.to_string());
     let mut stdout = std::io::stdout().lock();
@@ -303,6 +342,7 @@ fn print_key(
             expires_at,
             key_id: key_id.as_deref(),
             secret_name: secret_name.to_string(),
+            show_once: !shown.kept,
             key,
         };
         let line = serde_json::to_string(&created).map_err(std::io::Error::other)?;
@@ -319,10 +359,16 @@ fn print_key(
     );
     writeln!(stdout, "{key}")?;
     stdout.flush()?;
-    eprintln!(
-        "Copy this key now: keymint will not show it again. \
-         (Workloads read it from Secret {secret_name} in namespace {namespace}.)"
-    );
+    match shown.kept {
+        true => eprintln!(
+            "Copy this key now: keymint will not show it again. \
+             (Workloads read it from Secret {secret_name} in namespace {namespace}.)"
+        ),
+        false => eprintln!(
+            "Copy this key now: it exists nowhere else. Its Secret was deleted; a lost key \
+             is replaced by deleting the ApiKey and creating a new one."
+        ),
+    }
     Ok(())
 }
 
@@ -359,6 +405,7 @@ mod tests {
             project: "payments".into(),
             description: Some("CI deploy".into()),
             expires: None,
+            show_once: false,
             timeout: Duration::from_secs(30),
             output: Output::Text,
             connection: Connection::default(),

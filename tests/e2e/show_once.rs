@@ -112,3 +112,45 @@ async fn audit_actions(segments: &Segments, uid: &str) -> Vec<Action> {
     }
     actions
 }
+
+#[tokio::test]
+async fn keymint_create_show_once_prints_the_key_and_leaves_it_nowhere() {
+    let ns = TestNamespace::new("show-once-cli").await;
+    let api: Api<ApiKey> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let _operator = Operator::start(&ns.name, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keymint"))
+        .args([
+            "create",
+            "mine",
+            "--project",
+            "show-once-cli",
+            "--show-once",
+        ])
+        .args(["-n", &ns.name, "-o", "json"])
+        .env("KUBECONFIG", crate::support::control_plane().kubeconfig())
+        .output()
+        .expect("keymint create");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(printed["showOnce"], true);
+    let key = printed["key"].as_str().expect("the key, once");
+    let key = keymint::apikey::key::parse(key).expect("a keymint key");
+    assert!(
+        secrets.get_opt("mine").await.expect("get").is_none(),
+        "no Secret holds it"
+    );
+    eventually(Duration::from_secs(20), || async {
+        let status = api.get("mine").await.expect("get").status;
+        status.is_some_and(|s| s.revealed_at.is_some() && s.phase == Some(Phase::Active))
+    })
+    .await;
+    let status = api.get("mine").await.expect("get").status.expect("status");
+    assert_eq!(
+        status.key_hash.as_deref(),
+        Some(keymint::apikey::key::hash(&key).as_str()),
+        "the key shown is the one that verifies"
+    );
+    ns.delete().await;
+}

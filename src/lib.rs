@@ -14,6 +14,8 @@
 //!   `kubectl keymint`): errors, verdicts and tables (pure), the calls (I/O).
 //! - `runtime`: `keymint run` wiring, options, HTTP endpoints, leader
 //!   election, metrics.
+//! - `verify`: `keymint verifier` — the index of key hashes and the verdict
+//!   (pure), the ApiKey watch, forward-auth, JSON and Envoy ext_authz.
 
 pub mod api_error;
 pub mod apikey;
@@ -25,3 +27,4 @@ pub mod people;
 pub mod quota;
 pub mod reconcile;
 pub mod runtime;
+pub mod verify;

@@ -22,6 +22,9 @@ enum Command {
     Audit(keymint::audit::cli::AuditArgs),
     #[command(flatten)]
     People(keymint::people::PeopleCommand),
+    /// Verify keys for gateways (forward-auth, Envoy ext_authz, JSON) from an
+    /// in-memory index of the ApiKeys' key hashes.
+    Verifier(keymint::verify::options::VerifierOptions),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,16 @@ async fn cli(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Verifier(options) => {
+            init_logging(options.log_format);
+            match keymint::verify::run::run(options).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(options) => {
             init_logging(options.log_format);
             match keymint::runtime::run::run(options).await {

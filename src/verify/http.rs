@@ -1,0 +1,216 @@
+//! The verifier's HTTP endpoints: forward-auth (nginx `auth_request`,
+//! ingress-nginx `auth-url`, Traefik ForwardAuth, Envoy ext_authz in HTTP
+//! mode), `POST /v1/verify` (JSON), and `/metrics`, `/healthz`, `/readyz`.
+//! Bad input gets a quick 4xx; a presented key is never echoed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::verify::credential::{self, Credential};
+use crate::verify::decision::{Denial, Grant, Verdict};
+use crate::verify::metrics::Protocol;
+use crate::verify::run::Shared;
+
+/// The headers a valid key's request gets, on every protocol.
+pub const OWNER: &str = "x-keymint-owner";
+pub const PROJECT: &str = "x-keymint-project";
+pub const KEY_ID: &str = "x-keymint-key-id";
+pub const API_KEY: &str = "x-keymint-apikey";
+
+/// A `/v1/verify` body is a key and a project name: 4 KiB is plenty, and a
+/// bigger body is refused (413) before it is read.
+const MAX_BODY: usize = 4 * 1024;
+
+/// A whole request, body included, must arrive within this (else 408).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/forward-auth", any(forward_auth))
+        .route("/v1/verify", post(verify_json))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(shared)
+}
+
+/// The credential of an HTTP request.
+pub fn presented(headers: &HeaderMap) -> Credential<'_> {
+    credential::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+}
+
+async fn forward_auth(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let projects = match credential::projects_from_query(query.as_deref()) {
+        Ok(projects) => projects,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match shared.decide(Protocol::ForwardAuth, presented(&headers), &projects) {
+        Verdict::Valid(grant) => match grant_headers(&grant) {
+            Some(headers) => (StatusCode::OK, headers).into_response(),
+            None => unsendable(),
+        },
+        Verdict::Denied { denial, .. } => refusal(denial),
+    }
+}
+
+/// The four `X-Keymint-*` headers of a grant; None if a value cannot be a
+/// header (an owner with control characters).
+pub fn grant_headers(grant: &Grant) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(4);
+    for (name, value) in grant_values(grant) {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(value).ok()?,
+        );
+    }
+    Some(headers)
+}
+
+/// (header name, value) of a grant, for every protocol.
+pub fn grant_values(grant: &Grant) -> [(&'static str, &str); 4] {
+    [
+        (OWNER, &grant.owner),
+        (PROJECT, &grant.project),
+        (KEY_ID, &grant.key_id),
+        (API_KEY, &grant.api_key),
+    ]
+}
+
+/// Not bad input: the ApiKey's owner (which the API server let in) has a
+/// character no HTTP header may carry.
+fn unsendable() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the ApiKey's owner cannot be sent in an HTTP header",
+    )
+        .into_response()
+}
+
+/// `WWW-Authenticate` of a refusal (RFC 6750): no error code when no key
+/// was sent, `insufficient_scope` for another project, else `invalid_token`.
+pub fn www_authenticate(denial: Denial) -> String {
+    match denial {
+        Denial::Missing => "Bearer realm=\"keymint\"".to_string(),
+        Denial::WrongProject => format!(
+            "Bearer realm=\"keymint\", error=\"insufficient_scope\", error_description=\"{}\"",
+            denial.message()
+        ),
+        _ => format!(
+            "Bearer realm=\"keymint\", error=\"invalid_token\", error_description=\"{}\"",
+            denial.message()
+        ),
+    }
+}
+
+/// 401 (or 403 for another project) with `WWW-Authenticate`.
+fn refusal(denial: Denial) -> Response {
+    let status = match denial.forbidden() {
+        true => StatusCode::FORBIDDEN,
+        false => StatusCode::UNAUTHORIZED,
+    };
+    let challenge = HeaderValue::from_str(&www_authenticate(denial))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"keymint\""));
+    (
+        status,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        denial.message(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct VerifyRequest {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+}
+
+/// The JSON answer: every field present, null when it does not apply.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyResponse<'a> {
+    valid: bool,
+    reason: &'static str,
+    owner: Option<&'a str>,
+    project: Option<&'a str>,
+    key_id: Option<&'a str>,
+    api_key: Option<&'a str>,
+    expires_at: Option<String>,
+}
+
+async fn verify_json(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    // Fixed message: a serde error could quote the body, key included.
+    let Ok(request) = serde_json::from_slice::<VerifyRequest>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "valid": false,
+                "reason": "bad-request",
+                "error": "the body must be JSON: {\"key\": \"kmk_...\", \"project\": \"...\"} (project optional)",
+            })),
+        )
+            .into_response();
+    };
+    let presented = match request.key.as_deref() {
+        None | Some("") => Credential::Absent,
+        Some(key) => Credential::Key(key),
+    };
+    let projects: Vec<&str> = request.project.as_deref().into_iter().collect();
+    let verdict = shared.decide(Protocol::Json, presented, &projects);
+    let grant = match &verdict {
+        Verdict::Valid(grant) => Some(grant),
+        Verdict::Denied { .. } => None,
+    };
+    axum::Json(VerifyResponse {
+        valid: grant.is_some(),
+        reason: verdict.outcome(),
+        owner: grant.map(|g| &*g.owner),
+        project: grant.map(|g| &*g.project),
+        key_id: verdict.key_id(),
+        api_key: grant.map(|g| &*g.api_key),
+        expires_at: grant.and_then(|g| g.expires_at).map(|t| t.to_string()),
+    })
+    .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.synced.load(Ordering::Acquire) {
+        true => (StatusCode::OK, "ready").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "index not synced").into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.metrics.encode() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

@@ -1,0 +1,142 @@
+//! The verifier's Prometheus metrics. Labels are bounded — the protocol and
+//! the outcome (`valid` or a denial reason) — and never name a key, an
+//! ApiKey or an owner.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::verify::decision::{Denial, Verdict};
+
+/// Which protocol asked.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Protocol {
+    ForwardAuth,
+    ExtAuthz,
+    Json,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerificationLabels {
+    pub protocol: Protocol,
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    pub verifications: Family<VerificationLabels, Counter>,
+    /// Time to decide (parse, hash, look up), not the network round trip.
+    pub decision_seconds: Histogram,
+    pub index_keys: Gauge,
+    pub relists: Counter,
+    pub watch_errors: Counter,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let verifications = Family::<VerificationLabels, Counter>::default();
+        // 1 µs to ~16 ms.
+        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
+        let index_keys = Gauge::default();
+        let relists = Counter::default();
+        let watch_errors = Counter::default();
+        let mut registry = Registry::with_prefix("keymint_verifier");
+        registry.register(
+            "verifications",
+            "Keys verified, by protocol and outcome (valid or the reason refused)",
+            verifications.clone(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time to decide on one presented key",
+            decision_seconds.clone(),
+        );
+        registry.register(
+            "index_keys",
+            "ApiKeys with a key hash in the index",
+            index_keys.clone(),
+        );
+        registry.register(
+            "relists",
+            "Complete lists of ApiKeys swapped into the index (the first one included)",
+            relists.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Errors of the ApiKey watch (it retries with backoff)",
+            watch_errors.clone(),
+        );
+        // Every series exists from the start, at 0, so alerts can rely on it.
+        for protocol in [Protocol::ForwardAuth, Protocol::ExtAuthz, Protocol::Json] {
+            let outcomes = Denial::ALL.iter().map(|d| d.reason());
+            for outcome in std::iter::once("valid").chain(outcomes) {
+                let _ = verifications.get_or_create(&VerificationLabels { protocol, outcome });
+            }
+        }
+        Metrics {
+            verifications,
+            decision_seconds,
+            index_keys,
+            relists,
+            watch_errors,
+            registry,
+        }
+    }
+
+    /// Counts one answer.
+    pub fn count(&self, protocol: Protocol, verdict: &Verdict, seconds: f64) {
+        self.verifications
+            .get_or_create(&VerificationLabels {
+                protocol,
+                outcome: verdict.outcome(),
+            })
+            .inc();
+        self.decision_seconds.observe(seconds);
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_of_every_protocol_is_a_series_from_the_start() {
+        let m = Metrics::new();
+        m.count(
+            Protocol::Json,
+            &Verdict::Denied {
+                denial: Denial::Unknown,
+                key_id: Some("km_x".into()),
+            },
+            1e-5,
+        );
+        let text = m.encode().expect("encode");
+        for line in [
+            "keymint_verifier_verifications_total{protocol=\"ForwardAuth\",outcome=\"valid\"} 0",
+            "keymint_verifier_verifications_total{protocol=\"ExtAuthz\",outcome=\"wrong-project\"} 0",
+            "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"unknown\"} 1",
+            "keymint_verifier_decision_seconds_count 1",
+            "keymint_verifier_index_keys 0",
+            "keymint_verifier_relists_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(text.matches("verifications_total{").count(), 3 * 8);
+        assert!(!text.contains("km_x"), "no key ids in metrics");
+    }
+}

@@ -1,0 +1,22 @@
+//! `keymint verifier`: answers "is this key good, and whose is it?" from an
+//! in-memory index of key hashes fed by a watch of ApiKeys. It never reads a
+//! Secret, and a presented key never leaves the request that carried it.
+//!
+//! Pure (no I/O, unit-tested): `index` (the lean projection of each ApiKey,
+//! keyed by key hash, with watch resets handled), `decision` (the verdict on
+//! a presented key) and `credential` (where a request carries its key and
+//! projects). I/O: `feed` (the ApiKey watch that fills the index), `http`
+//! (forward-auth, `POST /v1/verify`, health and metrics), `grpc` (Envoy
+//! ext_authz v3), `listener` (the HTTP server's limits against bad clients),
+//! `metrics`, `options` and `run` (the wiring).
+
+pub mod credential;
+pub mod decision;
+pub mod feed;
+pub mod grpc;
+pub mod http;
+pub mod index;
+pub mod listener;
+pub mod metrics;
+pub mod options;
+pub mod run;

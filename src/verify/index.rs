@@ -306,7 +306,7 @@ pub(crate) mod tests {
         let minted = key::mint().expect("mint");
         assert_eq!(parse_key_hash(&key::hash(&minted)), Some(digest(&minted)));
         assert_eq!(parse_key_hash("sha256:abc"), None);
-        assert_eq!(parse_key_hash(&"sha256:".repeat(1)), None);
+        assert_eq!(parse_key_hash("sha256:"), None);
         let upper = key::hash(&minted)
             .to_uppercase()
             .replace("SHA256:", "sha256:");

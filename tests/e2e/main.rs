@@ -25,4 +25,7 @@ mod quota;
 mod robustness;
 mod show_once;
 mod verification;
+mod verifier;
+mod verifier_bad_input;
 mod verifier_chart;
+mod verifier_nginx;

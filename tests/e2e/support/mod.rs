@@ -19,7 +19,10 @@ pub mod apiserver_audit;
 pub mod chart;
 pub mod kubectl;
 pub mod manifests;
+pub mod nginx;
 pub mod operator;
+pub mod raw_http;
+pub mod verifier;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};

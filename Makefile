@@ -11,12 +11,14 @@ TOOLS_SOURCES := tests/tools/go.mod tests/tools/go.sum tests/tools/build.sh
 TOOLS_BIN  := target/tools/bin
 READINESS  := $(TOOLS_BIN)/keymint-readiness
 READINESS_SOURCES := tests/gitops/go.mod tests/gitops/go.sum tests/gitops/build.sh $(wildcard tests/gitops/readiness/*.go)
+EXTAUTHZ   := $(TOOLS_BIN)/keymint-extauthz-check
+EXTAUTHZ_SOURCES := tests/extauthz/go.mod tests/extauthz/go.sum tests/extauthz/build.sh tests/extauthz/main.go
 IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 CONTAINER_ENGINE ?= podman
 IMAGE_CONTEXT := target/image
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness extauthz static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,7 +32,7 @@ install: ## install keymint and the kubectl plugin (kubectl-keymint, a symlink) 
 	$(CARGO) install --locked --path . --root $(PREFIX)
 	ln -sf keymint $(PREFIX)/bin/kubectl-keymint
 
-test: controlplane tools readiness static ## unit tests and end-to-end tests against a real local control plane
+test: controlplane tools readiness extauthz static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
@@ -47,11 +49,12 @@ lint: tools ## cargo fmt --check, clippy with warnings as errors, go vet, helm l
 	$(CARGO) clippy --all-targets -- -D warnings
 	cd tests/controlplane && test -z "$$(gofmt -l launcher)" && go vet ./launcher
 	cd tests/gitops && test -z "$$(gofmt -l readiness)" && go vet ./readiness
+	cd tests/extauthz && test -z "$$(gofmt -l .)" && go vet .
 	$(HELM) lint --strict charts/keymint
 
 fmt: ## format Rust and Go sources
 	$(CARGO) fmt
-	gofmt -w tests/controlplane/launcher tests/gitops/readiness
+	gofmt -w tests/controlplane/launcher tests/gitops/readiness tests/extauthz
 
 crds: ## regenerate crds/ from the Rust types
 	$(CARGO) run --quiet -- crd > crds/apikeys.keymint.dev.yaml
@@ -70,6 +73,11 @@ readiness: $(READINESS) ## build keymint-readiness (tests/gitops: kstatus and Ar
 
 $(READINESS): $(READINESS_SOURCES)
 	tests/gitops/build.sh $(TOOLS_BIN)
+
+extauthz: $(EXTAUTHZ) ## build keymint-extauthz-check (tests/extauthz: an Envoy ext_authz v3 client from Envoy's protos) into target/tools/bin
+
+$(EXTAUTHZ): $(EXTAUTHZ_SOURCES)
+	tests/extauthz/build.sh $(TOOLS_BIN)
 
 static: ## keymint as one static binary (release, stripped; target/static): what `make image` puts in the image
 	tests/image/build-static.sh >/dev/null

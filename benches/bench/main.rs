@@ -16,6 +16,7 @@ mod observe;
 mod procs;
 mod report;
 mod scenarios;
+mod verify;
 
 use std::time::Instant;
 
@@ -51,6 +52,10 @@ pub struct Plan {
     /// Extra flags for every `keymint run` (experiments, e.g.
     /// `--keymint-args "--audit-segment-bytes 131072"`).
     pub keymint_args: Vec<String>,
+    /// ApiKeys indexed by the verifier in the `verify` scenario; 0 skips it.
+    pub verify_keys: usize,
+    /// Seconds of each load-generator run in the `verify` scenario.
+    pub load_seconds: u64,
     /// Install the chart's finalizer policy for keymint's namespaces, as
     /// the chart does by default (off: an older cluster, or the chart's
     /// `finalizerPolicy.enabled=false`).
@@ -73,6 +78,8 @@ impl Plan {
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
+            verify_keys: 1_000,
+            load_seconds: 3,
             finalizer_policy: true,
         }
     }
@@ -92,6 +99,8 @@ impl Plan {
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
+            verify_keys: 100_000,
+            load_seconds: 10,
             finalizer_policy: true,
         }
     }
@@ -102,8 +111,10 @@ impl Plan {
 }
 
 fn main() -> std::process::ExitCode {
-    if std::env::var(floor::ROLE_ENV).as_deref() == Ok("floor") {
-        return floor::main();
+    match std::env::var(floor::ROLE_ENV).as_deref() {
+        Ok("floor") => return floor::main(),
+        Ok(verify::FLOOR_ROLE) => return verify::floor_main(),
+        _ => {}
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes --bench; `cargo test --all-targets` passes nothing.
@@ -134,6 +145,9 @@ fn main() -> std::process::ExitCode {
                     .next()
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
                     .unwrap_or_default();
+            }
+            "--verify-keys" => {
+                plan.verify_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             }
             "--keymint-args" => {
                 plan.keymint_args = iter

@@ -99,6 +99,8 @@ pub fn document(
             "apply_concurrency": plan.apply_concurrency,
             "concurrency": crate::procs::CONCURRENCY,
             "keymint_args": plan.keymint_args,
+            "verify_keys": plan.verify_keys,
+            "load_seconds": plan.load_seconds,
             "keymint_binary": std::env::var("KEYMINT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keymint").to_string()),
         },
         "scenarios": results,
@@ -154,6 +156,45 @@ fn targets(r: &Value) -> Value {
         per_key,
         per_key.map(|x| x <= 5.0),
     );
+    let v = &r["verify"];
+    if !v.is_null() {
+        let keys = v["keys"].as_u64().unwrap_or(0);
+        let ratio = v["peak"]["throughput_ratio_to_floor"].as_f64();
+        push(
+            &format!("verify {keys}: throughput / floor"),
+            ">= 0.9",
+            ratio,
+            ratio.map(|x| x >= 0.9),
+        );
+        let p99 = v["half_peak"]["verifier"]["p99_ms"].as_f64();
+        push(
+            "verify p99 at half the peak (ms)",
+            "<= 1",
+            p99,
+            p99.map(|x| x <= 1.0),
+        );
+        let rss = v["rss_mib_after_load"].as_f64();
+        push(
+            &format!("verifier RSS at {keys} keys (MiB)"),
+            "<= 40 at 100k keys",
+            rss,
+            rss.map(|x| x <= 40.0),
+        );
+        let lag = v["revocation_lag"]["p99_ms"].as_f64();
+        push(
+            "revocation lag p99 (ms)",
+            "<= 100",
+            lag,
+            lag.map(|x| x <= 100.0),
+        );
+        let ready = v["index_ready_seconds"].as_f64();
+        push(
+            &format!("index ready at {keys} keys (s)"),
+            "<= 5 at 100k keys",
+            ready,
+            ready.map(|x| x <= 5.0),
+        );
+    }
     Value::Array(out)
 }
 
@@ -407,6 +448,7 @@ pub fn table(doc: &Value) -> String {
             String::new(),
         );
     }
+    verify_rows(&r["verify"], &mut row);
     let m = &r["memory_big_secrets"];
     if !m.is_null() {
         let s = format!("memory +{} x 1 MiB Secrets", m["big_secrets"]);
@@ -454,6 +496,75 @@ pub fn table(doc: &Value) -> String {
         ));
     }
     out.join("\n")
+}
+
+/// The `verify` scenario's rows: verifier and floor (or nginx with and
+/// without auth_request) side by side.
+fn verify_rows(v: &Value, row: &mut impl FnMut(&str, &str, String, String, String)) {
+    if v.is_null() {
+        return;
+    }
+    let s = format!("verify {} keys", v["keys"]);
+    if let Some(e) = v["error"].as_str() {
+        row(&s, "", format!("error: {e}"), String::new(), String::new());
+        return;
+    }
+    let (peak, half) = (&v["peak"], &v["half_peak"]);
+    row(
+        &s,
+        "forward-auth req/s (peak)",
+        f(&peak["verifier"]["requests_per_s"], 0),
+        f(&peak["floor"]["requests_per_s"], 0),
+        f(&peak["throughput_ratio_to_floor"], 2),
+    );
+    row(
+        &s,
+        "p50 / p99 at half the peak (ms)",
+        format!(
+            "{} / {}",
+            f(&half["verifier"]["p50_ms"], 3),
+            f(&half["verifier"]["p99_ms"], 3)
+        ),
+        format!(
+            "{} / {}",
+            f(&half["floor"]["p50_ms"], 3),
+            f(&half["floor"]["p99_ms"], 3)
+        ),
+        String::new(),
+    );
+    row(
+        &s,
+        "index ready (s)",
+        f(&v["index_ready_seconds"], 2),
+        String::new(),
+        String::new(),
+    );
+    row(
+        &s,
+        "RSS ready / after load (MiB)",
+        format!(
+            "{} / {}",
+            f(&v["rss_mib_ready"], 1),
+            f(&v["rss_mib_after_load"], 1)
+        ),
+        String::new(),
+        String::new(),
+    );
+    row(
+        &s,
+        "revocation lag p50/p99/max",
+        lat3(&v["revocation_lag"]),
+        String::new(),
+        String::new(),
+    );
+    let nginx = &v["nginx"];
+    row(
+        &s,
+        "nginx req/s: auth_request / alone",
+        f(&nginx["auth_request"]["requests_per_s"], 0),
+        f(&nginx["alone"]["requests_per_s"], 0),
+        f(&nginx["throughput_ratio"], 2),
+    );
 }
 
 fn cpu(v: &Value) -> String {

@@ -127,6 +127,13 @@ pub async fn run(plan: Plan) -> Result<()> {
         let v = big_secrets(&mut ctx).await.unwrap_or_else(failed);
         ctx.record("memory_big_secrets", v).await?;
     }
+    // Last: its ApiKeys stay in etcd for the rest of the run.
+    if plan.wants("verify") && plan.verify_keys > 0 {
+        let v = crate::verify::scenario(&mut ctx)
+            .await
+            .unwrap_or_else(failed);
+        ctx.record("verify", v).await?;
+    }
 
     let document = ctx.save()?;
     println!("{}", report::table(&document));
@@ -188,7 +195,7 @@ impl Ctx {
 
     /// A fresh namespace for `kind` (the finalizer policy binds to
     /// keymint's).
-    async fn namespace(&mut self, kind: Kind, tag: &str) -> Result<String> {
+    pub(crate) async fn namespace(&mut self, kind: Kind, tag: &str) -> Result<String> {
         self.fresh_etcd().await;
         self.namespaces += 1;
         let name = format!("bench-{}-{tag}", self.namespaces);

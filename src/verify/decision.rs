@@ -143,11 +143,16 @@ pub fn verify<P: AsRef<str>>(
     let Ok(parsed) = key::parse(text) else {
         return denied(Denial::Malformed, None);
     };
-    let key_id = key::key_id(&parsed);
     let entry = match index.lookup(&index::digest(&parsed)) {
         Lookup::Found(entry) => entry,
-        Lookup::NotFound | Lookup::Contested => return denied(Denial::Unknown, Some(key_id)),
+        Lookup::NotFound | Lookup::Contested => {
+            return denied(Denial::Unknown, Some(key::key_id(&parsed)));
+        }
     };
+    // The id recorded with this hash is this key's: no second hash needed.
+    let key_id = entry
+        .key_id
+        .map_or_else(|| key::key_id(&parsed), |id| id.as_str().to_owned());
     let refusal = if entry.deleting {
         Some(Denial::Revoked)
     } else if entry.phase == Phase::Expired || entry.expires_at.is_some_and(|at| now >= at) {
@@ -190,6 +195,7 @@ mod tests {
     fn indexed(phase: Phase, change: impl FnOnce(&mut index::Projection)) -> (Index, MintedKey) {
         let minted = key::mint().expect("mint");
         let mut p = projection(index::digest(&minted), "payments", phase);
+        p.key_id = Some(key::key_id(&minted));
         change(&mut p);
         let mut index = Index::default();
         index.apply("ns/ci", Some(p));
@@ -255,6 +261,13 @@ mod tests {
         }
         let (index, minted) = indexed(Phase::Expired, |_| {});
         assert_eq!(verdict(&index, &minted, &[], now()).outcome(), "expired");
+    }
+
+    #[test]
+    fn the_key_id_is_the_keys_with_or_without_one_recorded() {
+        let (index, minted) = indexed(Phase::Active, |p| p.key_id = Some("not an id".into()));
+        let v = verdict(&index, &minted, &[], now());
+        assert_eq!(v.key_id(), Some(key::key_id(&minted).as_str()));
     }
 
     #[test]

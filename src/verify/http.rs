@@ -35,18 +35,24 @@ const MAX_BODY: usize = 4 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/forward-auth", any(forward_auth))
         .route("/v1/verify", post(verify_json))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    guarded(routes).with_state(shared)
+}
+
+/// The body limit and the request timeout around `routes` (the benchmark's
+/// floor server wraps its routes in the same).
+pub fn guarded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(shared)
 }
 
 /// The credential of an HTTP request.

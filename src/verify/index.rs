@@ -57,6 +57,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Projection {
     pub hash: KeyHash,
+    pub key_id: Option<String>,
     pub uid: String,
     pub project: String,
     pub owner: String,
@@ -84,6 +85,7 @@ pub fn project(api_key: &ApiKey) -> Option<Projection> {
     let hash = parse_key_hash(status.key_hash.as_deref()?)?;
     Some(Projection {
         hash,
+        key_id: status.key_id.clone(),
         uid: api_key.uid().unwrap_or_default(),
         project: api_key.spec.project.clone(),
         owner: api_key.spec.owner.clone(),
@@ -94,26 +96,68 @@ pub fn project(api_key: &ApiKey) -> Option<Projection> {
 }
 
 /// One indexed ApiKey. Project and owner strings are shared between the
-/// keys that have them (an owner holds up to 25 keys per project).
+/// keys that have them (an owner holds up to 25 keys per project); the rest
+/// is inline, so a key costs its name's allocation and two map slots.
 #[derive(Debug)]
 pub struct Entry {
     pub api_key: Arc<str>,
-    pub hash: KeyHash,
-    pub uid: Box<str>,
+    pub uid: Uid,
     pub project: Arc<str>,
     pub owner: Arc<str>,
+    /// From `status.keyId` (None when that is not a key id): the id of the
+    /// key with this hash, so a valid key's answer needs no second hash.
+    pub key_id: Option<KeyIdText>,
     pub expires_at: Option<Timestamp>,
     pub phase: Phase,
     pub deleting: bool,
 }
 
-/// Who claims a key hash. Two ApiKeys with one hash cannot come from
-/// keymint (each key is 256 random bits) but can be written by hand into a
-/// status; then the key verifies as nobody's rather than as either's.
-#[derive(Debug)]
-enum Claim {
-    One(Arc<str>),
-    Contested(Vec<Arc<str>>),
+/// An ApiKey's UID: the 16 bytes of the UUID the API server assigns, or the
+/// text of anything else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uid {
+    Uuid([u8; 16]),
+    Other(Box<str>),
+}
+
+impl Uid {
+    fn new(text: String) -> Uid {
+        parse_uuid(&text).map_or_else(|| Uid::Other(text.into_boxed_str()), Uid::Uuid)
+    }
+}
+
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+        return None;
+    }
+    let mut digits = bytes.iter().filter(|&&b| b != b'-');
+    let mut out = [0u8; 16];
+    for byte in &mut out {
+        let (hi, lo) = (digits.next()?, digits.next()?);
+        let digit = |c: u8| hex_digit(c.to_ascii_lowercase());
+        *byte = (digit(*hi)? << 4) | digit(*lo)?;
+    }
+    Some(out)
+}
+
+/// A key id (`km_` and 12 base62 characters) as its 15 ASCII bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyIdText([u8; 15]);
+
+impl KeyIdText {
+    fn parse(text: &str) -> Option<KeyIdText> {
+        let bytes: [u8; 15] = text.as_bytes().try_into().ok()?;
+        let well_formed = text.starts_with(crate::apikey::key::KEY_ID_PREFIX)
+            && bytes[3..].iter().all(u8::is_ascii_alphanumeric);
+        well_formed.then_some(KeyIdText(bytes))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Checked ASCII in `parse`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// What a key hash finds.
@@ -124,11 +168,16 @@ pub enum Lookup<'a> {
     Contested,
 }
 
-/// The index: ApiKeys by name (to apply changes) and by key hash (to verify).
+/// The index: entries by key hash (to verify) and the hash of each ApiKey
+/// by name (to apply changes). Two ApiKeys with one hash cannot come from
+/// keymint (each key is 256 random bits) but can be written by hand into a
+/// status; then the key verifies as nobody's rather than as either's.
 #[derive(Debug, Default)]
 pub struct Index {
-    by_name: HashMap<Arc<str>, Entry>,
-    by_hash: HashMap<KeyHash, Claim>,
+    by_hash: HashMap<KeyHash, Entry>,
+    by_name: HashMap<Arc<str>, KeyHash>,
+    /// Further claimants of a hash already in `by_hash`.
+    contested: HashMap<KeyHash, Vec<Entry>>,
     /// Project and owner strings, shared. Never shrinks between relists,
     /// which start from an empty index.
     strings: HashSet<Arc<str>>,
@@ -148,14 +197,12 @@ impl Index {
 
     #[must_use]
     pub fn lookup(&self, hash: &KeyHash) -> Lookup<'_> {
-        match self.by_hash.get(hash) {
-            None => Lookup::NotFound,
-            Some(Claim::Contested(_)) => Lookup::Contested,
-            Some(Claim::One(name)) => self
-                .by_name
-                .get(name)
-                .map_or(Lookup::NotFound, Lookup::Found),
+        if !self.contested.is_empty() && self.contested.contains_key(hash) {
+            return Lookup::Contested;
         }
+        self.by_hash
+            .get(hash)
+            .map_or(Lookup::NotFound, Lookup::Found)
     }
 
     /// Records what the watch says about the ApiKey `name`: its projection,
@@ -168,48 +215,41 @@ impl Index {
         let name: Arc<str> = Arc::from(name);
         let entry = Entry {
             api_key: name.clone(),
-            hash: p.hash,
-            uid: p.uid.into_boxed_str(),
+            uid: Uid::new(p.uid),
             project: self.shared(p.project),
             owner: self.shared(p.owner),
+            key_id: p.key_id.as_deref().and_then(KeyIdText::parse),
             expires_at: p.expires_at,
             phase: p.phase,
             deleting: p.deleting,
         };
-        self.by_name.insert(name.clone(), entry);
-        match self.by_hash.get_mut(&p.hash) {
-            None => {
-                self.by_hash.insert(p.hash, Claim::One(name));
+        self.by_name.insert(name, p.hash);
+        match self.by_hash.entry(p.hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry);
             }
-            Some(claim) => {
-                let mut names = match std::mem::replace(claim, Claim::Contested(Vec::new())) {
-                    Claim::One(other) => vec![other],
-                    Claim::Contested(names) => names,
-                };
-                names.push(name);
-                *claim = Claim::Contested(names);
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.contested.entry(p.hash).or_default().push(entry);
             }
         }
     }
 
     /// Forgets the ApiKey `name` (deleted, or no longer verifiable).
     pub fn remove(&mut self, name: &str) {
-        let Some(entry) = self.by_name.remove(name) else {
+        let Some(hash) = self.by_name.remove(name) else {
             return;
         };
-        let Some(claim) = self.by_hash.get_mut(&entry.hash) else {
+        let Some(others) = self.contested.get_mut(&hash) else {
+            self.by_hash.remove(&hash);
             return;
         };
-        match claim {
-            Claim::One(_) => {
-                self.by_hash.remove(&entry.hash);
-            }
-            Claim::Contested(names) => {
-                names.retain(|n| **n != *name);
-                if let [only] = names.as_slice() {
-                    *claim = Claim::One(only.clone());
-                }
-            }
+        if let Some(at) = others.iter().position(|e| &*e.api_key == name) {
+            others.swap_remove(at);
+        } else if let Some(next) = others.pop() {
+            self.by_hash.insert(hash, next);
+        }
+        if others.is_empty() {
+            self.contested.remove(&hash);
         }
     }
 
@@ -292,6 +332,7 @@ pub(crate) mod tests {
     pub(crate) fn projection(hash: KeyHash, project: &str, phase: Phase) -> Projection {
         Projection {
             hash,
+            key_id: None,
             uid: "0b7c6e2a-1111-4222-8333-444455556666".into(),
             project: project.into(),
             owner: "alice@example.com".into(),
@@ -347,15 +388,51 @@ pub(crate) mod tests {
 
     #[test]
     fn a_hash_claimed_twice_is_nobodys_until_one_claim_goes() {
-        let mut index = Index::default();
-        index.apply("ns/a", Some(projection([7; 32], "p", Phase::Active)));
-        index.apply("ns/b", Some(projection([7; 32], "q", Phase::Active)));
-        assert!(matches!(index.lookup(&[7; 32]), Lookup::Contested));
-        index.remove("ns/a");
-        let Lookup::Found(entry) = index.lookup(&[7; 32]) else {
-            panic!("one claim left");
+        for (gone, left) in [("ns/a", "ns/b"), ("ns/b", "ns/a")] {
+            let mut index = Index::default();
+            index.apply("ns/a", Some(projection([7; 32], "p", Phase::Active)));
+            index.apply("ns/b", Some(projection([7; 32], "q", Phase::Active)));
+            assert!(matches!(index.lookup(&[7; 32]), Lookup::Contested));
+            index.remove(gone);
+            let Lookup::Found(entry) = index.lookup(&[7; 32]) else {
+                panic!("one claim left");
+            };
+            assert_eq!(&*entry.api_key, left);
+            index.remove(left);
+            assert!(matches!(index.lookup(&[7; 32]), Lookup::NotFound));
+            assert!(index.is_empty());
+        }
+    }
+
+    #[test]
+    fn uids_and_key_ids_are_kept_inline_when_well_formed() {
+        let uid = "0B7C6E2A-1111-4222-8333-444455556666";
+        let Uid::Uuid(bytes) = Uid::new(uid.into()) else {
+            panic!("a UUID");
         };
-        assert_eq!(&*entry.api_key, "ns/b");
+        assert_eq!(bytes[..4], [0x0b, 0x7c, 0x6e, 0x2a]);
+        assert_eq!(
+            Uid::new("not-a-uuid".into()),
+            Uid::Other("not-a-uuid".into())
+        );
+        assert_eq!(
+            KeyIdText::parse("km_Sdz7gm2XJHwC").map(|k| k.as_str().to_owned()),
+            Some("km_Sdz7gm2XJHwC".into())
+        );
+        for bad in [
+            "km_short",
+            "kmk_Sdz7gm2XJHw",
+            "km_Sdz7gm2XJH-C",
+            "km_Sdz7gm2XJHwéC",
+        ] {
+            assert_eq!(KeyIdText::parse(bad), None, "{bad}");
+        }
+        // What keeps 100,000 keys in a few MiB: an entry is a few words.
+        assert!(
+            std::mem::size_of::<Entry>() <= 136,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]

@@ -301,6 +301,13 @@ mod tests {
     }
 
     #[test]
+    fn denials_are_listed_in_declaration_order() {
+        for (i, denial) in Denial::ALL.iter().enumerate() {
+            assert_eq!(*denial as usize, i, "{denial:?}");
+        }
+    }
+
+    #[test]
     fn a_contested_hash_verifies_as_nobodys() {
         let (mut index, minted) = indexed(Phase::Active, |_| {});
         let p = projection(index::digest(&minted), "payments", Phase::Active);

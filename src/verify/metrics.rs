@@ -6,7 +6,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::verify::decision::{Denial, Verdict};
@@ -19,6 +18,10 @@ pub enum Protocol {
     Json,
 }
 
+const PROTOCOLS: [Protocol; 3] = [Protocol::ForwardAuth, Protocol::ExtAuthz, Protocol::Json];
+/// `valid` and every denial.
+const OUTCOMES: usize = 1 + Denial::ALL.len();
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerificationLabels {
     pub protocol: Protocol,
@@ -27,8 +30,9 @@ pub struct VerificationLabels {
 
 pub struct Metrics {
     pub verifications: Family<VerificationLabels, Counter>,
-    /// Time to decide (parse, hash, look up), not the network round trip.
-    pub decision_seconds: Histogram,
+    /// The counters of `verifications`, resolved once: counting an answer
+    /// takes no lock and no label lookup (the hot path of every request).
+    counters: [[Counter; OUTCOMES]; PROTOCOLS.len()],
     pub index_keys: Gauge,
     pub relists: Counter,
     pub watch_errors: Counter,
@@ -44,8 +48,6 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let verifications = Family::<VerificationLabels, Counter>::default();
-        // 1 µs to ~16 ms.
-        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 15));
         let index_keys = Gauge::default();
         let relists = Counter::default();
         let watch_errors = Counter::default();
@@ -54,11 +56,6 @@ impl Metrics {
             "verifications",
             "Keys verified, by protocol and outcome (valid or the reason refused)",
             verifications.clone(),
-        );
-        registry.register(
-            "decision_seconds",
-            "Time to decide on one presented key",
-            decision_seconds.clone(),
         );
         registry.register(
             "index_keys",
@@ -76,15 +73,19 @@ impl Metrics {
             watch_errors.clone(),
         );
         // Every series exists from the start, at 0, so alerts can rely on it.
-        for protocol in [Protocol::ForwardAuth, Protocol::ExtAuthz, Protocol::Json] {
-            let outcomes = Denial::ALL.iter().map(|d| d.reason());
-            for outcome in std::iter::once("valid").chain(outcomes) {
-                let _ = verifications.get_or_create(&VerificationLabels { protocol, outcome });
-            }
-        }
+        let counters = PROTOCOLS.map(|protocol| {
+            let mut outcomes =
+                std::iter::once("valid").chain(Denial::ALL.iter().map(|d| d.reason()));
+            std::array::from_fn(|_| {
+                let outcome = outcomes.next().unwrap_or("valid");
+                verifications
+                    .get_or_create(&VerificationLabels { protocol, outcome })
+                    .clone()
+            })
+        });
         Metrics {
             verifications,
-            decision_seconds,
+            counters,
             index_keys,
             relists,
             watch_errors,
@@ -93,14 +94,13 @@ impl Metrics {
     }
 
     /// Counts one answer.
-    pub fn count(&self, protocol: Protocol, verdict: &Verdict, seconds: f64) {
-        self.verifications
-            .get_or_create(&VerificationLabels {
-                protocol,
-                outcome: verdict.outcome(),
-            })
-            .inc();
-        self.decision_seconds.observe(seconds);
+    pub fn count(&self, protocol: Protocol, verdict: &Verdict) {
+        let outcome = match verdict {
+            Verdict::Valid(_) => 0,
+            Verdict::Denied { denial, .. } => 1 + *denial as usize,
+        };
+        let protocol = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
+        self.counters[protocol][outcome].inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -123,20 +123,36 @@ mod tests {
                 denial: Denial::Unknown,
                 key_id: Some("km_x".into()),
             },
-            1e-5,
         );
         let text = m.encode().expect("encode");
         for line in [
             "keymint_verifier_verifications_total{protocol=\"ForwardAuth\",outcome=\"valid\"} 0",
             "keymint_verifier_verifications_total{protocol=\"ExtAuthz\",outcome=\"wrong-project\"} 0",
             "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"unknown\"} 1",
-            "keymint_verifier_decision_seconds_count 1",
             "keymint_verifier_index_keys 0",
             "keymint_verifier_relists_total 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert_eq!(text.matches("verifications_total{").count(), 3 * 8);
+        // Each counter is the one its labels name.
+        for (protocol, denial) in [
+            (Protocol::ForwardAuth, Denial::Revoked),
+            (Protocol::ExtAuthz, Denial::WrongProject),
+        ] {
+            m.count(
+                protocol,
+                &Verdict::Denied {
+                    denial,
+                    key_id: None,
+                },
+            );
+            let labels = VerificationLabels {
+                protocol,
+                outcome: denial.reason(),
+            };
+            assert_eq!(m.verifications.get_or_create(&labels).get(), 1);
+        }
         assert!(!text.contains("km_x"), "no key ids in metrics");
     }
 }

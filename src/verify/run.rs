@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use futures::FutureExt as _;
@@ -70,15 +70,13 @@ impl Shared {
         presented: Credential<'_>,
         projects: &[P],
     ) -> Verdict {
-        let start = Instant::now();
         let verdict = decision::verify(
             &index::read(&self.index),
             presented,
             projects,
             Timestamp::now(),
         );
-        self.metrics
-            .count(protocol, &verdict, start.elapsed().as_secs_f64());
+        self.metrics.count(protocol, &verdict);
         debug!(
             ?protocol,
             outcome = verdict.outcome(),

@@ -126,6 +126,7 @@ async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> 
                         expires_at: None,
                         secret_name: None,
                         secret_template: None,
+                        show_once: None,
                     },
                 );
                 let status = json!({"status": {

@@ -366,6 +366,7 @@ pub(crate) mod tests {
                 expires_at: None,
                 secret_name: None,
                 secret_template: None,
+                show_once: None,
             },
         );
         assert_eq!(project(&api_key), None);

@@ -106,7 +106,8 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-/// The README's nginx configuration, with test paths and ports. A client's
+/// The README's nginx configuration ("nginx (`auth_request`) — tested"),
+/// with test paths and ports. A client's
 /// own `X-Keymint-*` headers never reach the upstream: `proxy_set_header`
 /// replaces them with what the verifier answered (and drops them when it
 /// answered nothing), and the key itself is not passed on.
@@ -132,6 +133,11 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
 
+    upstream keymint_verifier {{
+        server {verifier};
+        keepalive 16;
+    }}
+
     server {{
         listen {listen};
 
@@ -152,9 +158,12 @@ http {{
 
         location = /_keymint {{
             internal;
-            proxy_pass http://{verifier}/forward-auth?project={project};
+            proxy_pass http://keymint_verifier/forward-auth?project={project};
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }}
     }}
 }}

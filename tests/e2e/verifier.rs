@@ -9,17 +9,39 @@ use crate::support::operator::Operator;
 use crate::support::verifier::{Verifier, active_key};
 use crate::support::{TestNamespace, api_key, raw_http};
 
+/// One Active key, and the verifier that answers for it.
+struct Setup {
+    verifier: Verifier,
+    key: String,
+    key_id: String,
+    api_key_ref: String,
+    /// A well-formed key no ApiKey has.
+    stranger: key::MintedKey,
+}
+
 #[tokio::test]
 async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
     let ns = TestNamespace::new("verify").await;
     let _operator = Operator::start(&ns.name, &[]);
     let key = active_key(&ns, &api_key("ci", "payments", "alice@example.com")).await;
-    let key_id = key::key_id(&key::parse(&key).expect("a keymint key"));
-    let verifier = Verifier::start(&ns).await;
-    let api_key_ref = format!("{}/ci", ns.name);
+    let setup = Setup {
+        key_id: key::key_id(&key::parse(&key).expect("a keymint key")),
+        key,
+        verifier: Verifier::start(&ns).await,
+        api_key_ref: format!("{}/ci", ns.name),
+        stranger: key::mint().expect("mint"),
+    };
+    json_answers(&setup).await;
+    forward_auth_answers(&setup).await;
+    ext_authz_answers(&setup);
+    nothing_leaks(&setup).await;
+    ns.delete().await;
+}
 
-    // JSON.
-    let answer = verifier.verify_json(&key, None).await;
+async fn json_answers(setup: &Setup) {
+    let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
+    let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
+    let answer = verifier.verify_json(key, None).await;
     assert_eq!(
         answer,
         json!({"valid": true, "reason": "valid", "owner": "alice@example.com",
@@ -27,26 +49,29 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
                "expiresAt": null}),
     );
     assert_eq!(
-        verifier.verify_json(&key, Some("payments")).await["valid"],
+        verifier.verify_json(key, Some("payments")).await["valid"],
         true
     );
-    let other = verifier.verify_json(&key, Some("billing")).await;
+    let other = verifier.verify_json(key, Some("billing")).await;
     assert_eq!(
         (&other["valid"], &other["reason"], &other["owner"]),
         (&json!(false), &json!("wrong-project"), &json!(null))
     );
-    let stranger = key::mint().expect("mint");
     let unknown = verifier.verify_json(stranger.expose(), None).await;
     assert_eq!(unknown["reason"], "unknown");
-    assert_eq!(unknown["keyId"], key::key_id(&stranger));
+    assert_eq!(unknown["keyId"], key::key_id(stranger));
     assert_eq!(
         verifier.verify_json("kmk_nope", None).await["reason"],
         "malformed"
     );
     let missing = raw_http::post_json(verifier.http, "/v1/verify", &json!({})).await;
     assert_eq!(missing.json()["reason"], "missing");
+}
 
-    // Forward-auth: any method, either header, optional projects.
+/// Any method, either header, optional projects.
+async fn forward_auth_answers(setup: &Setup) {
+    let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
+    let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
     let bearer = format!("Bearer {key}");
     for (method, headers) in [
         ("GET", [("Authorization", bearer.as_str())]),
@@ -56,8 +81,8 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
         assert_eq!(reply.status, 200, "{method}: {}", reply.text());
         assert_eq!(reply.header("X-Keymint-Owner"), Some("alice@example.com"));
         assert_eq!(reply.header("X-Keymint-Project"), Some("payments"));
-        assert_eq!(reply.header("X-Keymint-Key-Id"), Some(key_id.as_str()));
-        assert_eq!(reply.header("X-Keymint-ApiKey"), Some(api_key_ref.as_str()));
+        assert_eq!(reply.header("X-Keymint-Key-Id"), Some(key_id));
+        assert_eq!(reply.header("X-Keymint-ApiKey"), Some(api_key_ref));
     }
     let auth = [("Authorization", bearer.as_str())];
     let path = "/forward-auth?project=billing&project=payments";
@@ -83,8 +108,13 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
             .header("WWW-Authenticate")
             .is_some_and(|c| c.contains("invalid_token"))
     );
+}
 
-    // Envoy ext_authz v3.
+fn ext_authz_answers(setup: &Setup) {
+    let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
+    let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
+    let bearer = format!("Bearer {key}");
+    let wrong = format!("Bearer {}", stranger.expose());
     let ok = verifier.ext_authz(&json!({"headers": {"authorization": bearer}}));
     assert_eq!(ok["grpcCode"], 0, "{ok}");
     assert_eq!(ok["headers"]["x-keymint-owner"], "alice@example.com");
@@ -118,8 +148,12 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
         (&json!(16), &json!(401)),
         "{empty}"
     );
+}
 
-    // The key is nowhere but in the requests that carried it.
+/// The key is nowhere but in the requests that carried it.
+async fn nothing_leaks(setup: &Setup) {
+    let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
+    let key_id = setup.key_id.as_str();
     let metrics = raw_http::get(verifier.http, "/metrics", &[]).await.text();
     assert!(
         metrics.contains(
@@ -140,10 +174,9 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
         );
     }
     assert!(
-        verifier.log().contains(&key_id),
+        verifier.log().contains(key_id),
         "log lines carry the key id"
     );
-    ns.delete().await;
 }
 
 #[tokio::test]

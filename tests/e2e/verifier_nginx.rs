@@ -137,6 +137,26 @@ async fn verifier_behind_nginx_refuses_a_deleted_key_within_a_second_and_an_expi
     let verifier = Verifier::start(&ns).await;
     let upstream = Upstream::start().await;
     let nginx = Nginx::start(verifier.http, upstream.addr, "payments").await;
+    let api = ns.api::<keymint::apikey::ApiKey>();
+    refused_within_a_second_of_the_delete(&nginx, &verifier, &api, &key).await;
+    refused_from_expires_at_on(&nginx, &verifier, &api, &soon, expires_at).await;
+
+    // The controller finishes the deletion before the namespace goes.
+    let _operator = Operator::start(&ns.name, &[]);
+    crate::support::eventually(Duration::from_secs(30), || async {
+        api.get_opt("ci").await.expect("get").is_none()
+    })
+    .await;
+    ns.delete().await;
+}
+
+/// Revocation is `kubectl delete`.
+async fn refused_within_a_second_of_the_delete(
+    nginx: &Nginx,
+    verifier: &Verifier,
+    api: &kube::Api<keymint::apikey::ApiKey>,
+    key: &str,
+) {
     let bearer = format!("Bearer {key}");
     assert_eq!(
         nginx.get("/", &[("Authorization", &bearer)]).await.status,
@@ -144,7 +164,6 @@ async fn verifier_behind_nginx_refuses_a_deleted_key_within_a_second_and_an_expi
     );
 
     // Revocation is `kubectl delete`.
-    let api = ns.api::<keymint::apikey::ApiKey>();
     api.delete("ci", &DeleteParams::default())
         .await
         .expect("delete the ApiKey");
@@ -162,9 +181,17 @@ async fn verifier_behind_nginx_refuses_a_deleted_key_within_a_second_and_an_expi
     }
     // Refused while the ApiKey still exists (its finalizer waits for the
     // controller): the deletionTimestamp is enough.
-    assert_eq!(verifier.verify_json(&key, None).await["reason"], "revoked");
+    assert_eq!(verifier.verify_json(key, None).await["reason"], "revoked");
+}
 
-    // Expiry is the verifier's clock at request time, not the controller's.
+/// Expiry is the verifier's clock at request time, not the controller's.
+async fn refused_from_expires_at_on(
+    nginx: &Nginx,
+    verifier: &Verifier,
+    api: &kube::Api<keymint::apikey::ApiKey>,
+    soon: &str,
+    expires_at: jiff::Timestamp,
+) {
     let soon_bearer = format!("Bearer {soon}");
     assert_eq!(
         nginx
@@ -177,7 +204,7 @@ async fn verifier_behind_nginx_refuses_a_deleted_key_within_a_second_and_an_expi
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
     let reply = nginx.get("/", &[("Authorization", &soon_bearer)]).await;
     assert_eq!(reply.status, 401, "{}", reply.text());
-    let answer = verifier.verify_json(&soon, None).await;
+    let answer = verifier.verify_json(soon, None).await;
     assert_eq!(answer["reason"], "expired", "{answer}");
     let phase = api
         .get("soon")
@@ -190,12 +217,4 @@ async fn verifier_behind_nginx_refuses_a_deleted_key_within_a_second_and_an_expi
         Some(keymint::apikey::Phase::Active),
         "the controller did not act"
     );
-
-    // The controller finishes the deletion before the namespace goes.
-    let _operator = Operator::start(&ns.name, &[]);
-    crate::support::eventually(Duration::from_secs(30), || async {
-        api.get_opt("ci").await.expect("get").is_none()
-    })
-    .await;
-    ns.delete().await;
 }

@@ -1,0 +1,202 @@
+//! The `verify` scenario: `keymint verifier` with N keys indexed, under a
+//! real HTTP load generator (wrk, Debian's package), against a floor — the
+//! same server stack (`keymint::verify::listener` and its limits) answering
+//! 200 without a check — and nginx with `auth_request` against nginx alone,
+//! all in one run. The ApiKeys are created by the bench with an Active
+//! status of its own (no operator: only the verifier reads them).
+//!
+//! The same bench binary, started with `KEYMINT_BENCH_ROLE=verify-floor`,
+//! is the floor server.
+
+mod nginx;
+mod server;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use keymint::apikey::key;
+use keymint::apikey::{ApiKey, ApiKeySpec};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::Result;
+use crate::procs::{Kind, http_request};
+use crate::scenarios::Ctx;
+use server::Server;
+use wrk::{Load, wrk};
+
+pub use server::{FLOOR_ROLE, floor_main};
+
+/// Keys deleted one after another to measure the revocation lag.
+const REVOCATIONS: usize = 100;
+/// Requests in flight while the bench creates the ApiKeys.
+const CREATE_CONCURRENCY: usize = 64;
+
+pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
+    for tool in ["wrk", "/usr/sbin/nginx"] {
+        if Command::new(tool).arg("-v").output().is_err() {
+            return Err(format!("{tool} is missing: apt-get install wrk nginx-light").into());
+        }
+    }
+    let n = ctx.plan.verify_keys;
+    let seconds = ctx.plan.load_seconds;
+    // Not one of keymint's namespaces: no finalizer policy, since no
+    // operator runs here to remove a finalizer.
+    let ns = ctx.namespace(Kind::Floor, "verify").await?;
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &ns);
+    eprintln!("bench: verify: creating {n} Active ApiKeys");
+    let created = Instant::now();
+    let mut keys = populate(&api, n).await?;
+    let create_seconds = created.elapsed().as_secs_f64();
+    let presented = keys.pop().ok_or("no key")?.1;
+    let bearer = format!("Authorization: Bearer {presented}");
+
+    let mut verifier = Server::verifier(&ctx.cp, &ns)?;
+    let ready = verifier.ready().await?;
+    let rss_ready = verifier.rss_mib();
+    let indexed = verifier.metric("keymint_verifier_index_keys").await;
+    let mut floor = Server::floor()?;
+    floor.ready().await?;
+
+    eprintln!("bench: verify: peak load, {seconds} s each");
+    let floor_peak = wrk(&floor.url("/forward-auth"), &bearer, Load::Peak, seconds)?;
+    let verifier_peak = wrk(&verifier.url("/forward-auth"), &bearer, Load::Peak, seconds)?;
+    let half = Load::Paced(verifier_peak.rps / 2.0);
+    let floor_paced = wrk(&floor.url("/forward-auth"), &bearer, half, seconds)?;
+    let verifier_paced = wrk(&verifier.url("/forward-auth"), &bearer, half, seconds)?;
+    let rss_loaded = verifier.rss_mib();
+    let peak_rss = verifier.peak_rss_mib();
+
+    eprintln!("bench: verify: revocation lag over {} deletes", keys.len());
+    let lag = revocation_lag(&api, verifier.addr, &keys).await?;
+    eprintln!("bench: verify: nginx with and without auth_request");
+    let nginx = nginx::compare(verifier.addr, &bearer, seconds)?;
+    floor.stop();
+    verifier.stop();
+
+    Ok(json!({
+        "keys": n,
+        "indexed": indexed,
+        "create_seconds": round3(create_seconds),
+        "index_ready_seconds": round3(ready.as_secs_f64()),
+        "rss_mib_ready": round3(rss_ready),
+        "rss_mib_after_load": round3(rss_loaded),
+        "peak_rss_mib": round3(peak_rss),
+        "peak": {"verifier": verifier_peak.json(), "floor": floor_peak.json(),
+                 "throughput_ratio_to_floor": ratio(verifier_peak.rps, floor_peak.rps)},
+        "half_peak": {"verifier": verifier_paced.json(), "floor": floor_paced.json()},
+        "revocation_lag": lag,
+        "nginx": nginx,
+    }))
+}
+
+pub(super) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub(super) fn ratio(a: f64, b: f64) -> Value {
+    match b > 0.0 {
+        true => json!(round3(a / b)),
+        false => Value::Null,
+    }
+}
+
+/// Creates `n` ApiKeys and gives each an Active status with the hash of a
+/// freshly minted key; returns (name, key) of the last REVOCATIONS + 1.
+async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> {
+    let kept = n.saturating_sub(REVOCATIONS + 1);
+    let results: Vec<Result<Option<(String, String)>>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let minted = key::mint()?;
+                let name = format!("vk-{i:06}");
+                let pair = i / 10;
+                let api_key = ApiKey::new(
+                    &name,
+                    ApiKeySpec {
+                        project: format!("proj{}", pair % 4),
+                        owner: format!("user{pair}@example.com"),
+                        description: None,
+                        expires_at: None,
+                        secret_name: None,
+                        secret_template: None,
+                        show_once: None,
+                    },
+                );
+                let status = json!({"status": {
+                    "phase": "Active", "keyId": key::key_id(&minted),
+                    "keyHash": key::hash(&minted), "secretName": name,
+                }});
+                let (post, patch) = (PostParams::default(), PatchParams::default());
+                let merge = Patch::Merge(&status);
+                retry(|| api.create(&post, &api_key)).await?;
+                retry(|| api.patch_status(&name, &patch, &merge)).await?;
+                if i > 0 && i % 10_000 == 0 {
+                    eprintln!("bench: verify: {i} ApiKeys");
+                }
+                Ok((i >= kept).then(|| (name, minted.expose().to_string())))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut keys = Vec::new();
+    for r in results {
+        keys.extend(r?);
+    }
+    Ok(keys)
+}
+
+async fn retry<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 4 => {
+                eprintln!("bench: verify: {e}; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// From the delete call to the first refusal, key by key.
+async fn revocation_lag(
+    api: &Api<ApiKey>,
+    verifier: SocketAddr,
+    keys: &[(String, String)],
+) -> Result<Value> {
+    let mut lags = Vec::new();
+    for (name, key) in keys {
+        let body = json!({ "key": key }).to_string();
+        let started = Instant::now();
+        api.delete(name, &DeleteParams::default()).await?;
+        loop {
+            let (_, answer) = http_request(verifier, "POST", "/v1/verify", &body).await?;
+            if !answer.contains("\"valid\":true") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{name} still verifies 10 s after its delete").into());
+            }
+        }
+        lags.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    lags.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        let rank = ((q * lags.len() as f64).ceil() as usize).clamp(1, lags.len());
+        round3(lags[rank - 1])
+    };
+    Ok(json!({"n": lags.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}))
+}

@@ -9,12 +9,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use crate::apikey::ApiKey;
+use crate::apikey::{ApiKey, ApiKeyStatus};
 use crate::audit::store::Segments;
 use crate::audit::{self, Entry};
 use crate::people::connection::{Cluster, Connection};
 use crate::people::error::{API_KEYS, Call, PeopleError};
 use crate::people::table::minute;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Audit entries shown: the latest ones (`keymint audit` has them all).
 const RECENT: usize = 10;
@@ -92,7 +93,19 @@ fn entries_of(segments: &[(String, String)], uid: &str) -> Result<Vec<Entry>, St
 pub fn render(k: &ApiKey, audit_namespace: &str, history: &Result<Vec<Entry>, String>) -> String {
     let status = k.status.clone().unwrap_or_default();
     let mut out = String::new();
-    let fields = [
+    for (label, value) in fields(k, &status) {
+        let _ = writeln!(out, "{:<13}{value}", format!("{label}:"));
+    }
+    render_conditions(&mut out, &status);
+    render_audit(&mut out, audit_namespace, history);
+    out
+}
+
+/// The key's fields, label and value; "Revealed" only for a show-once key
+/// that was shown (its Secret deleted).
+fn fields(k: &ApiKey, status: &ApiKeyStatus) -> Vec<(&'static str, String)> {
+    let time = |t: Option<&Time>| t.map_or("-".to_string(), |t| t.0.to_string());
+    let mut fields = vec![
         ("Name", k.name_any()),
         ("Namespace", k.namespace().unwrap_or_default()),
         ("Project", k.spec.project.clone()),
@@ -114,27 +127,16 @@ pub fn render(k: &ApiKey, audit_namespace: &str, history: &Result<Vec<Entry>, St
         ),
         ("Key ID", status.key_id.clone().unwrap_or("-".into())),
         ("Secret", status.secret_name.clone().unwrap_or("-".into())),
-        (
-            "Minted",
-            status
-                .minted_at
-                .as_ref()
-                .map_or("-".into(), |t| t.0.to_string()),
-        ),
-        (
-            "Created",
-            k.creation_timestamp()
-                .map_or("-".into(), |t| t.0.to_string()),
-        ),
+        ("Minted", time(status.minted_at.as_ref())),
+        ("Created", time(k.creation_timestamp().as_ref())),
     ];
-    // Only show-once keys are ever revealed (shown once, Secret deleted).
-    let revealed = status
-        .revealed_at
-        .as_ref()
-        .map(|t| ("Revealed", t.0.to_string()));
-    for (label, value) in fields.into_iter().chain(revealed) {
-        let _ = writeln!(out, "{:<13}{value}", format!("{label}:"));
+    if let Some(t) = &status.revealed_at {
+        fields.push(("Revealed", t.0.to_string()));
     }
+    fields
+}
+
+fn render_conditions(out: &mut String, status: &ApiKeyStatus) {
     let _ = writeln!(out, "Conditions:");
     if status.conditions.is_empty() {
         let _ = writeln!(out, "  (none yet)");
@@ -150,27 +152,30 @@ pub fn render(k: &ApiKey, audit_namespace: &str, history: &Result<Vec<Entry>, St
             printable(&c.message)
         );
     }
+}
+
+fn render_audit(out: &mut String, audit_namespace: &str, history: &Result<Vec<Entry>, String>) {
     let _ = writeln!(out, "Audit ({audit_namespace}, latest {RECENT}):");
-    match history {
+    let entries = match history {
         Ok(entries) if entries.is_empty() => {
             let _ = writeln!(out, "  (no entries)");
+            return;
         }
-        Ok(entries) => {
-            for e in entries {
-                let _ = writeln!(
-                    out,
-                    "  {}  {:<15}  {}",
-                    e.timestamp().map_or(e.time.clone(), |t| format!("{t:.0}")),
-                    e.action.as_str(),
-                    printable(&e.message)
-                );
-            }
-        }
+        Ok(entries) => entries,
         Err(reason) => {
             let _ = writeln!(out, "  not readable: {reason}");
+            return;
         }
+    };
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "  {}  {:<15}  {}",
+            e.timestamp().map_or(e.time.clone(), |t| format!("{t:.0}")),
+            e.action.as_str(),
+            printable(&e.message)
+        );
     }
-    out
 }
 
 /// Control characters escaped: these strings end up in a terminal.

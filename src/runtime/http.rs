@@ -66,7 +66,12 @@ async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
         let (counts, expiring_soon) = count_keys(store);
         status.metrics.set_key_counts(&counts, expiring_soon);
     }
-    match status.metrics.encode() {
+    openmetrics(status.metrics.encode())
+}
+
+/// A Prometheus scrape's answer (OpenMetrics text), for every `/metrics`.
+pub fn openmetrics(encoded: Result<String, std::fmt::Error>) -> axum::response::Response {
+    match encoded {
         Ok(body) => (
             StatusCode::OK,
             [(

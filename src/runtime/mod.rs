@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod options;
 pub mod preflight;
 pub mod run;
+pub mod signal;

@@ -58,7 +58,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     crate::runtime::preflight::check(&client, &options, &api_keys).await?;
     let instance = instance_name();
     let metrics = Arc::new(Metrics::new());
-    let shutdown: Signal = shutdown_signal().boxed().shared();
+    let shutdown: Signal =
+        crate::runtime::signal::shutdown_signal("finishing in-flight reconciles")
+            .boxed()
+            .shared();
     let mut election = elect(&client, &options, &instance).await?;
     let status = serve_http(&options, &metrics, &election).await?;
     if !lead(&mut election, &options, shutdown.clone()).await {
@@ -365,25 +368,4 @@ fn instance_name() -> String {
             .unwrap_or_else(|| "keymint".to_string());
         format!("{host}/{}", std::process::id())
     })
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends a pod).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    info!("shutting down: finishing in-flight reconciles");
 }

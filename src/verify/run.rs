@@ -11,7 +11,7 @@ use futures::FutureExt as _;
 use jiff::Timestamp;
 use kube::{Api, Client, Config};
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::apikey::GuardedApiKey;
 use crate::verify::credential::Credential;
@@ -120,7 +120,7 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     );
 
     let watch = tokio::spawn(feed::feed(api_keys, shared.clone()));
-    let shutdown = shutdown_signal().shared();
+    let shutdown = crate::runtime::signal::shutdown_signal("finishing in-flight requests").shared();
     let http = listener::serve(
         http_listener,
         http::router(shared.clone()),
@@ -142,25 +142,4 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     grpc.map_err(VerifierError::GrpcServer)?;
     info!("keymint verifier stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends a pod).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    info!("shutting down: finishing in-flight requests");
 }

@@ -228,22 +228,26 @@ impl Model {
         if elsewhere {
             return;
         }
-        let stage = self.processes[p].work.remove(&u).unwrap_or(Stage::Idle);
-        let next = match stage {
-            Stage::Idle => self.begin(p, &u),
+        if let Some(next) = self.call(p, &u) {
+            self.processes[p].work.insert(u, next);
+        }
+    }
+
+    /// The next API call of process `p` for key `u`; the stage after it.
+    fn call(&mut self, p: usize, u: &str) -> Option<Stage> {
+        let stage = self.processes[p].work.remove(u).unwrap_or(Stage::Idle);
+        match stage {
+            Stage::Idle => self.begin(p, u),
             Stage::Decided {
                 ledger,
                 version,
                 plan,
                 dropped,
-            } => self.write(p, &u, ledger, version, plan, dropped),
+            } => self.write(p, u, ledger, version, plan, dropped),
             Stage::Admitted => {
-                self.mint(&u);
+                self.mint(u);
                 None
             }
-        };
-        if let Some(next) = next {
-            self.processes[p].work.insert(u, next);
         }
     }
 
@@ -443,21 +447,7 @@ impl Model {
                 let uids: Vec<String> = self.server.keys.keys().cloned().collect();
                 for u in uids {
                     for _ in 0..3 {
-                        let stage = self.processes[p].work.remove(&u).unwrap_or(Stage::Idle);
-                        let next = match stage {
-                            Stage::Idle => self.begin(p, &u),
-                            Stage::Decided {
-                                ledger,
-                                version,
-                                plan,
-                                dropped,
-                            } => self.write(p, &u, ledger, version, plan, dropped),
-                            Stage::Admitted => {
-                                self.mint(&u);
-                                None
-                            }
-                        };
-                        match next {
+                        match self.call(p, &u) {
                             Some(next) => self.processes[p].work.insert(u.clone(), next),
                             None => break,
                         };

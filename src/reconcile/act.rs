@@ -3,7 +3,6 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -126,7 +125,7 @@ const STATUS_FIELDS: [&str; 8] = [
 /// Writes the whole status, against the observed resourceVersion: if the
 /// cache was stale the write fails (and the reconcile is retried with the
 /// newer object) instead of overwriting a newer status. The write is
-/// recorded so that its echo on the watch is not reconciled again.
+/// expected, so that its echo on the watch is not reconciled again.
 pub async fn write_status(
     client: &Client,
     own_writes: &OwnWrites,
@@ -151,14 +150,16 @@ pub async fn write_status(
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
     };
-    match api
+    own_writes.expect(api_key, status);
+    let result = api
         .patch_status(&name, &params, &Patch::Merge(&patch))
-        .await
-    {
+        .await;
+    if result.is_err() {
+        own_writes.forget(api_key);
+    }
+    match result {
         Ok(written) => {
-            if let Some(version) = written.resource_version() {
-                own_writes.record(ObjectRef::new(&name).within(&namespace), version);
-            }
+            own_writes.written(api_key, written.resource_version());
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale),

@@ -5,15 +5,13 @@
 pub mod action;
 pub mod crd;
 pub mod key;
+pub mod lean;
 pub mod lifecycle;
 pub mod resource;
 pub mod secret;
 
+pub use lean::GuardedApiKey;
 pub use resource::{
     AnnotationValue, ApiKey, ApiKeySpec, ApiKeyStatus, LabelValue, Phase, SecretTemplate,
     TransitionRecord, TransitionTime, unreadable_field,
 };
-
-/// An ApiKey as the controller's watch delivers it: one that cannot be read
-/// is kept as an error instead of stalling the watch for every other key.
-pub type GuardedApiKey = kube::core::DeserializeGuard<ApiKey>;

@@ -109,7 +109,6 @@ fn pair_key(api_key: &ApiKey) -> PairKey {
 mod tests {
     use super::*;
     use crate::apikey::{ApiKeySpec, ApiKeyStatus, Phase};
-    use kube::core::DeserializeGuard;
 
     fn api_key(name: &str, owner: &str, phase: Option<Phase>) -> GuardedApiKey {
         let spec: ApiKeySpec =
@@ -122,7 +121,7 @@ mod tests {
             key_hash: (phase == Phase::Active).then(|| "sha256:00".to_string()),
             ..ApiKeyStatus::default()
         });
-        DeserializeGuard(Ok(api_key))
+        GuardedApiKey(Ok(api_key))
     }
 
     fn names(mut refs: Vec<ObjectRef<GuardedApiKey>>) -> Vec<String> {

@@ -101,7 +101,6 @@ fn reference(api_key: &ApiKey) -> ObjectRef<GuardedApiKey> {
 mod tests {
     use super::*;
     use crate::apikey::{ApiKeySpec, Phase};
-    use kube::core::DeserializeGuard;
 
     fn api_key(name: &str, resource_version: &str, phase: Option<Phase>) -> ApiKey {
         let mut api_key = ApiKey::new(
@@ -120,7 +119,7 @@ mod tests {
     }
 
     fn watched(k: ApiKey) -> GuardedApiKey {
-        DeserializeGuard(Ok(k))
+        GuardedApiKey(Ok(k))
     }
 
     fn pending() -> ApiKeyStatus {

@@ -12,7 +12,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, Config};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -246,16 +246,8 @@ fn triggers(
 ) -> impl Stream<Item = Result<GuardedApiKey, watcher::Error>> + Send + 'static {
     let own_writes = own_writes.clone();
     let (waiting, wake) = (waiting.clone(), wake.clone());
+    // Lean objects (`apikey::lean`): what keymint reads, nothing else.
     watcher(api_keys, watcher::Config::default())
-        // managedFields are most of a cached ApiKey's memory, and
-        // `kubectl apply` (client-side) adds a whole copy of the object as
-        // an annotation; keymint reads neither.
-        .modify(|api_key| {
-            api_key.managed_fields_mut().clear();
-            api_key
-                .annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
         .reflect(writer)
         // After the cache has the change: a key that stopped holding a slot
         // wakes the keys waiting in its pair.

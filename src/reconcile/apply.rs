@@ -125,7 +125,6 @@ fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Action {
         Timestamp::now(),
         ctx.expiry_warning,
         ctx.verify_interval,
-        rand::random(),
     );
     match after {
         Some(after) => Action::requeue(after),

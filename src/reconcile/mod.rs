@@ -17,6 +17,7 @@ pub mod events;
 mod failure;
 pub mod own_writes;
 pub mod report;
+pub mod rounds;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

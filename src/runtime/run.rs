@@ -219,6 +219,12 @@ async fn control(
     let store = controller.store();
     let _ = status.store.set(store.clone());
     watch_readiness(store.clone(), status.clone());
+    let rounds = reconcile::rounds::verify_in_rounds(
+        store.clone(),
+        wake_tx.clone(),
+        parts.options.verify_interval,
+    );
+    tokio::spawn(rounds);
     let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
     controller
         .run(reconcile::reconcile, reconcile::error_policy, Arc::new(ctx))

@@ -1,4 +1,5 @@
-//! When to reconcile an ApiKey again.
+//! When to reconcile an ApiKey again: its deadlines, and whether the
+//! periodic verification looks at it.
 
 use std::time::Duration;
 
@@ -7,18 +8,32 @@ use jiff::{SignedDuration, Timestamp};
 use super::status::to_signed;
 use crate::apikey::Phase;
 
-/// When to reconcile again: at expiry (to delete the key on time), when the
-/// warning window opens, and at the periodic verification — whichever comes
-/// first. `jitter` in [0, 1) spreads verifications of many keys apart.
+/// How many verification intervals ahead a deadline gets a wake-up of its
+/// own. The verification rounds reconcile every key once per interval, so
+/// two visits of one key are at most two intervals apart (first in one
+/// round, last in the next): a deadline further away than that is seen
+/// again, closer, before it falls due.
+const HORIZON_INTERVALS: u32 = 3;
+
+/// Whether the periodic verification looks at a key in this phase. An
+/// Expired key has no key material left to check.
+#[must_use]
+pub fn verified_periodically(phase: Phase) -> bool {
+    phase != Phase::Expired
+}
+
+/// When to reconcile again, besides the verification rounds: at expiry (to
+/// delete the key on time) and when the warning window opens — when either
+/// falls due before the rounds could come closer to it. None for the
+/// others, so that the controller's scheduler holds no entry for them (an
+/// entry per key was 7 MiB at 10,000 keys).
 pub fn next_check(
     phase: Phase,
     expires_at: Option<Timestamp>,
     now: Timestamp,
     expiry_warning: Duration,
     verify_interval: Duration,
-    jitter: f64,
 ) -> Option<Duration> {
-    let verify = verify_interval.mul_f64(1.0 - 0.1 * jitter.clamp(0.0, 1.0));
     let until = |t: Timestamp| -> Option<Duration> {
         let d = t.duration_since(now);
         // A few milliseconds late rather than early: a wake-up before the
@@ -30,10 +45,14 @@ pub fn next_check(
     let warning = expires_at.and_then(|t| until(t - to_signed(expiry_warning)));
     let candidates = match phase {
         Phase::Expired => vec![],
-        Phase::Active => vec![Some(verify), expiry, warning],
-        // Waiting keys are woken when a slot frees; the periodic check is a
-        // safety net. Every key not yet expired still expires on time.
-        _ => vec![Some(verify), expiry],
+        Phase::Active => vec![expiry, warning],
+        // Every key not yet expired still expires on time.
+        _ => vec![expiry],
     };
-    candidates.into_iter().flatten().min()
+    let horizon = verify_interval.saturating_mul(HORIZON_INTERVALS);
+    candidates
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|d| *d <= horizon)
 }

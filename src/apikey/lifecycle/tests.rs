@@ -449,37 +449,48 @@ fn a_status_change_that_is_no_transition_keeps_the_records() {
 }
 
 #[test]
-fn next_check_wakes_at_expiry_warning_and_verification() {
+fn next_check_wakes_at_expiry_and_warning_within_the_horizon_only() {
     let now = ts(NOW);
     let day = Duration::from_secs(86400);
     let ten_min = Duration::from_secs(600);
-    // Far expiry: the verification interval wins.
+    // Far expiry, no key due: the verification rounds will come closer.
     let far = Some(ts("2027-03-01T00:00:00Z"));
-    assert_eq!(
-        next_check(Phase::Active, far, now, 7 * day, ten_min, 0.0),
-        Some(ten_min)
-    );
+    assert_eq!(next_check(Phase::Active, far, now, 7 * day, ten_min), None);
+    assert_eq!(next_check(Phase::Active, None, now, 7 * day, ten_min), None);
     // Expiry in 2 s: wake just after it.
     let soon = Some(ts("2027-01-01T00:00:02Z"));
-    let d = next_check(Phase::Active, soon, now, Duration::ZERO, ten_min, 0.0).expect("wake");
+    let d = next_check(Phase::Active, soon, now, Duration::ZERO, ten_min).expect("wake");
     assert!(
         d >= Duration::from_secs(2) && d < Duration::from_millis(2100),
         "{d:?}"
     );
-    // Warning window opening in 1 h.
+    // Warning window opening in 1 h, inside three one-day intervals.
     let in_a_week_and_an_hour = Some(ts("2027-01-08T01:00:00Z"));
-    let d = next_check(Phase::Active, in_a_week_and_an_hour, now, 7 * day, day, 0.0).expect("wake");
+    let d = next_check(Phase::Active, in_a_week_and_an_hour, now, 7 * day, day).expect("wake");
     assert!(
         d >= Duration::from_secs(3600) && d < Duration::from_secs(3601),
         "{d:?}"
     );
-    // Jitter only shortens, by at most 10%.
-    let d = next_check(Phase::Active, None, now, 7 * day, ten_min, 0.99).expect("wake");
-    assert!(d < ten_min && d >= ten_min.mul_f64(0.9));
+    // Expiry in 29 min: inside three 10-minute intervals; in 31 min: not.
+    let in_29 = Some(ts("2027-01-01T00:29:00Z"));
+    assert!(next_check(Phase::Pending, in_29, now, 7 * day, ten_min).is_some());
+    let in_31 = Some(ts("2027-01-01T00:31:00Z"));
     assert_eq!(
-        next_check(Phase::Expired, soon, now, 7 * day, ten_min, 0.0),
+        next_check(Phase::Pending, in_31, now, 7 * day, ten_min),
         None
     );
+    assert_eq!(
+        next_check(Phase::Expired, soon, now, 7 * day, ten_min),
+        None
+    );
+}
+
+#[test]
+fn the_rounds_verify_every_key_with_key_material() {
+    assert!(verified_periodically(Phase::Active));
+    assert!(verified_periodically(Phase::Pending));
+    assert!(verified_periodically(Phase::SecretLost));
+    assert!(!verified_periodically(Phase::Expired));
 }
 
 #[test]

@@ -159,7 +159,7 @@ pub fn verify<P: AsRef<str>>(
         Some(Denial::Expired)
     } else if entry.phase != Phase::Active {
         Some(Denial::NotActive)
-    } else if !projects.is_empty() && !projects.iter().any(|p| p.as_ref() == &*entry.project) {
+    } else if !projects.is_empty() && !projects.iter().any(|p| p.as_ref() == &**entry.project) {
         Some(Denial::WrongProject)
     } else {
         None
@@ -168,7 +168,7 @@ pub fn verify<P: AsRef<str>>(
         return denied(denial, Some(key_id));
     }
     Verdict::Valid(Grant {
-        api_key: entry.api_key.clone(),
+        api_key: Arc::from(entry.api_key),
         owner: entry.owner.clone(),
         project: entry.project.clone(),
         key_id,

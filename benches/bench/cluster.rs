@@ -230,6 +230,9 @@ struct AuditLine {
     object_ref: ObjectRef,
     #[serde(default)]
     response_status: ResponseStatus,
+    /// When the API server received the request (microseconds).
+    #[serde(default)]
+    request_received_timestamp: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,20 +276,49 @@ pub fn audit_mark(cp: &ControlPlane) -> u64 {
 /// Writes after `mark` in `namespace` whose user agent starts with `agent`.
 pub fn writes_since(cp: &ControlPlane, mark: u64, namespace: &str, agent: &str) -> Writes {
     let mut writes = Writes::default();
+    for w in audit_lines(cp, mark, namespace, agent) {
+        writes.count(&w);
+    }
+    writes
+}
+
+/// The same writes, split by when the API server received them: before
+/// `at`, and at or after it.
+pub fn writes_split(
+    cp: &ControlPlane,
+    mark: u64,
+    namespace: &str,
+    agent: &str,
+    at: jiff::Timestamp,
+) -> (Writes, Writes) {
+    let (mut before, mut after) = (Writes::default(), Writes::default());
+    for w in audit_lines(cp, mark, namespace, agent) {
+        match w.request_received_timestamp.parse::<jiff::Timestamp>() {
+            Ok(received) if received < at => before.count(&w),
+            _ => after.count(&w),
+        }
+    }
+    (before, after)
+}
+
+/// The audit log's entries after `mark` in `namespace` whose user agent
+/// starts with `agent`.
+fn audit_lines(cp: &ControlPlane, mark: u64, namespace: &str, agent: &str) -> Vec<AuditLine> {
     let Ok(mut file) = std::fs::File::open(cp.audit_log()) else {
-        return writes;
+        return Vec::new();
     };
     let mut text = String::new();
     if file.seek(SeekFrom::Start(mark)).is_err() || file.read_to_string(&mut text).is_err() {
-        return writes;
+        return Vec::new();
     }
-    for line in text.lines() {
-        let Ok(w) = serde_json::from_str::<AuditLine>(line) else {
-            continue;
-        };
-        if !w.user_agent.starts_with(agent) || w.object_ref.namespace != namespace {
-            continue;
-        }
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<AuditLine>(line).ok())
+        .filter(|w| w.user_agent.starts_with(agent) && w.object_ref.namespace == namespace)
+        .collect()
+}
+
+impl Writes {
+    fn count(&mut self, w: &AuditLine) {
         // keymint's ConfigMaps are of two kinds: quota ledgers and audit
         // segments.
         let resource = if w.object_ref.resource == "configmaps" {
@@ -300,20 +332,24 @@ pub fn writes_since(cp: &ControlPlane, mark: u64, namespace: &str, agent: &str) 
         } else {
             format!("{}/{}", w.object_ref.resource, w.object_ref.subresource)
         };
-        *writes
+        *self
             .by_kind
             .entry(format!("{resource} {}", w.verb))
             .or_default() += 1;
         if w.object_ref.resource == "events" {
-            writes.events += 1;
+            self.events += 1;
         } else {
-            writes.total_excluding_events += 1;
+            self.total_excluding_events += 1;
         }
         if !(200..300).contains(&w.response_status.code) {
-            writes.failed += 1;
+            self.failed += 1;
         }
     }
-    writes
+
+    /// All of them, Events included.
+    pub fn total(&self) -> u64 {
+        self.total_excluding_events + self.events
+    }
 }
 
 // ---------------------------------------------------------------------------

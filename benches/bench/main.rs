@@ -43,6 +43,10 @@ pub struct Plan {
     pub big_secrets_keys: usize,
     /// Concurrent creates for one (project, owner).
     pub quota_creates: usize,
+    /// The burst scenario: ApiKeys per round, rounds of each (floor and
+    /// keymint alternating); 0 keys skips it.
+    pub burst_keys: usize,
+    pub burst_rounds: usize,
     /// Concurrent creates by the bench client ("as fast as it can").
     pub apply_concurrency: usize,
     /// Run only these scenarios (all when empty).
@@ -74,6 +78,8 @@ impl Plan {
             big_secrets: 0,
             big_secrets_keys: 0,
             quota_creates: 100,
+            burst_keys: 200,
+            burst_rounds: 3,
             apply_concurrency: 32,
             only: Vec::new(),
             profile: false,
@@ -95,6 +101,8 @@ impl Plan {
             big_secrets: 1_000,
             big_secrets_keys: 1_000,
             quota_creates: 100,
+            burst_keys: 1_000,
+            burst_rounds: 3,
             apply_concurrency: 32,
             only: Vec::new(),
             profile: false,
@@ -145,6 +153,9 @@ fn main() -> std::process::ExitCode {
                     .next()
                     .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
                     .unwrap_or_default();
+            }
+            "--burst-keys" => {
+                plan.burst_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             }
             "--verify-keys" => {
                 plan.verify_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -97,6 +97,8 @@ pub fn document(
             "big_secrets": plan.big_secrets,
             "quota_creates": plan.quota_creates,
             "apply_concurrency": plan.apply_concurrency,
+            "burst_keys": plan.burst_keys,
+            "burst_rounds": plan.burst_rounds,
             "concurrency": crate::procs::CONCURRENCY,
             "keymint_args": plan.keymint_args,
             "verify_keys": plan.verify_keys,
@@ -133,6 +135,7 @@ fn targets(r: &Value) -> Value {
             );
         }
     }
+    crate::scenarios::burst::targets(&r["burst"], &mut push);
     let p99 = r["steady"]["keymint"]["apply_to_active"]["p99_ms"].as_f64();
     push(
         "steady apply->Active p99 (ms)",
@@ -198,7 +201,7 @@ fn targets(r: &Value) -> Value {
     Value::Array(out)
 }
 
-fn f(v: &Value, digits: usize) -> String {
+pub(crate) fn f(v: &Value, digits: usize) -> String {
     match v.as_f64() {
         Some(x) => format!("{x:.digits$}"),
         None => "-".into(),
@@ -295,6 +298,7 @@ pub fn table(doc: &Value) -> String {
             );
         }
     }
+    crate::scenarios::burst::rows(&r["burst"], &mut row);
     let s = &r["steady"];
     if !s.is_null() {
         row(

@@ -3,6 +3,8 @@
 //! user would (creates as fast as the bench client can), and records what
 //! the watches saw, the writes in the audit log, CPU and memory.
 
+pub(crate) mod burst;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,6 +90,10 @@ pub async fn run(plan: Plan) -> Result<()> {
     if plan.wants("lifecycle") {
         let v = lifecycle(&mut ctx).await.unwrap_or_else(failed);
         ctx.record("writes_per_key", v).await?;
+    }
+    if plan.wants("burst") && plan.burst_keys > 0 {
+        let v = burst::scenario(&mut ctx).await.unwrap_or_else(failed);
+        ctx.record("burst", v).await?;
     }
     let mut largest: Option<(Proc, String, usize)> = None;
     let mut mint_rates: HashMap<&'static str, f64> = HashMap::new();

@@ -119,7 +119,7 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
         )
     });
     let settled = settle(ctx, m0.audit, &ns, kind.agent()).await;
-    let mut measured = ctx.measure(&m0, Some(&proc), &ns, kind.agent()).await;
+    let measured = ctx.measure(&m0, Some(&proc), &ns, kind.agent()).await;
     let at = last_active.unwrap_or_else(Timestamp::now);
     let (to_active, after) = cluster::writes_split(&ctx.cp, m0.audit, &ns, kind.agent(), at);
     let first_sent = sent.values().min().copied().unwrap_or(at);
@@ -134,7 +134,7 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
         "keys_per_s": (seconds > 0.0).then(|| round3(active as f64 / seconds)),
         "apply_to_active": summary(lat),
         "peak_rss_mib": round3(proc.peak_rss_mib()),
-        "own_cpu_seconds": measured["cpu_seconds"][kind.label()].take(),
+        "own_cpu_seconds": measured["cpu_seconds"][kind.label()].clone(),
     });
     split_figures(&mut value, &to_active, &after, n);
     merge(&mut value, measured);

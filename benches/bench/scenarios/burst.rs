@@ -29,6 +29,7 @@ pub const SECRET_GENERATOR_KEYS_PER_S: f64 = 924.0;
 const FIGURES: &[(&str, &str)] = &[
     ("keys_per_s", "/keys_per_s"),
     ("seconds_to_all_active", "/seconds_to_all_active"),
+    ("apply_seconds", "/apply_seconds"),
     ("apply_to_active_p50_ms", "/apply_to_active/p50_ms"),
     ("apply_to_active_p99_ms", "/apply_to_active/p99_ms"),
     ("apply_to_active_max_ms", "/apply_to_active/max_ms"),
@@ -103,7 +104,9 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
     let keys = (0..n)
         .map(|i| spread_key(format!("b{i:05}"), i, n, None))
         .collect();
+    let applied = Instant::now();
     let sent = create_keys(&api, keys, ctx.plan.apply_concurrency).await?;
+    let apply_seconds = applied.elapsed().as_secs_f64();
     let all = observer
         .wait(timeout_for(n), |s| s.count(Phase::Active) >= n)
         .await;
@@ -131,6 +134,7 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
         "active": active,
         "writes_settled": settled,
         "seconds_to_all_active": round3(seconds),
+        "apply_seconds": round3(apply_seconds),
         "keys_per_s": (seconds > 0.0).then(|| round3(active as f64 / seconds)),
         "apply_to_active": summary(lat),
         "peak_rss_mib": round3(proc.peak_rss_mib()),

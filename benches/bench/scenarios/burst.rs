@@ -253,6 +253,12 @@ fn rate_rows<'a>(b: &Value, reference: &'a str) -> Vec<Row<'a>> {
             String::new(),
         ),
         (
+            "creates done after (s)",
+            f(&k["apply_seconds"], 1),
+            f(&fl["apply_seconds"], 1),
+            String::new(),
+        ),
+        (
             reference,
             f(&b["ratio_to_secret_generator"], 2),
             f(&b["floor_ratio_to_secret_generator"], 2),

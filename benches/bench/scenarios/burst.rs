@@ -5,6 +5,7 @@
 //! rounds. Writes per key are split at the moment the last key was seen
 //! Active: the path to Active, and what follows it (Events, audit appends).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -16,7 +17,7 @@ use super::timeout_for;
 use super::{Ctx, create_keys, latencies, merge, round3, selected_metrics, spread_key, summary};
 use crate::Result;
 use crate::cluster::{self, Writes};
-use crate::observe::Observer;
+use crate::observe::{Observer, Seen};
 use crate::procs::Kind;
 use crate::report::f;
 
@@ -33,6 +34,10 @@ const FIGURES: &[(&str, &str)] = &[
     ("apply_to_active_p50_ms", "/apply_to_active/p50_ms"),
     ("apply_to_active_p99_ms", "/apply_to_active/p99_ms"),
     ("apply_to_active_max_ms", "/apply_to_active/max_ms"),
+    (
+        "first_tenth_created_p99_ms",
+        "/apply_to_active_first_tenth_created/p99_ms",
+    ),
     ("writes_per_key_to_active", "/writes_per_key_to_active"),
     ("events_per_key_to_active", "/events_per_key_to_active"),
     (
@@ -110,17 +115,10 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
     let all = observer
         .wait(timeout_for(n), |s| s.count(Phase::Active) >= n)
         .await;
-    let (active, last_active, lat) = observer.with(|s| {
-        let last = sent
-            .keys()
-            .filter_map(|name| s.first_in(name, Phase::Active))
-            .max();
-        (
-            s.count(Phase::Active),
-            last,
-            latencies(s, &sent, Phase::Active),
-        )
-    });
+    let (active, last_active) = observer.with(|s| (s.count(Phase::Active), last_active(s, &sent)));
+    let lat = observer.with(|s| latencies(s, &sent, Phase::Active));
+    let first_tenth = first_created(&sent, n / 10);
+    let first_tenth = observer.with(|s| latencies(s, &first_tenth, Phase::Active));
     let settled = settle(ctx, m0.audit, &ns, kind.agent()).await;
     let measured = ctx.measure(&m0, Some(&proc), &ns, kind.agent()).await;
     let at = last_active.unwrap_or_else(Timestamp::now);
@@ -137,6 +135,7 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
         "apply_seconds": round3(apply_seconds),
         "keys_per_s": (seconds > 0.0).then(|| round3(active as f64 / seconds)),
         "apply_to_active": summary(lat),
+        "apply_to_active_first_tenth_created": summary(first_tenth),
         "peak_rss_mib": round3(proc.peak_rss_mib()),
         "own_cpu_seconds": measured["cpu_seconds"][kind.label()].clone(),
     });
@@ -147,6 +146,25 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
     }
     proc.terminate();
     Ok(value)
+}
+
+/// When the last of the keys was seen Active.
+fn last_active(seen: &Seen, sent: &HashMap<String, Timestamp>) -> Option<Timestamp> {
+    sent.keys()
+        .filter_map(|name| seen.first_in(name, Phase::Active))
+        .max()
+}
+
+/// The `count` keys whose creates were sent first: a consumer that takes
+/// keys in the order they were created has them Active first.
+fn first_created(sent: &HashMap<String, Timestamp>, count: usize) -> HashMap<String, Timestamp> {
+    let mut by_time: Vec<(&String, &Timestamp)> = sent.iter().collect();
+    by_time.sort_by_key(|(_, at)| **at);
+    by_time
+        .into_iter()
+        .take(count)
+        .map(|(name, at)| (name.clone(), *at))
+        .collect()
 }
 
 fn split_figures(value: &mut Value, to_active: &Writes, after: &Writes, n: usize) {
@@ -250,6 +268,12 @@ fn rate_rows<'a>(b: &Value, reference: &'a str) -> Vec<Row<'a>> {
             "keys/s by round",
             by_round("keymint"),
             by_round("floor"),
+            String::new(),
+        ),
+        (
+            "p99 of the first tenth created",
+            f(&k["first_tenth_created_p99_ms"], 0),
+            f(&fl["first_tenth_created_p99_ms"], 0),
             String::new(),
         ),
         (

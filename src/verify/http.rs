@@ -27,6 +27,12 @@ pub const PROJECT: &str = "x-keymint-project";
 pub const KEY_ID: &str = "x-keymint-key-id";
 pub const API_KEY: &str = "x-keymint-apikey";
 
+/// The projects a key must belong to, on `/forward-auth/<original path>`:
+/// set by the proxy (Envoy's `authorization_request.headers_to_add`,
+/// Istio's `includeAdditionalHeadersInCheck`, both of which replace a
+/// client's header of that name), comma-separated.
+pub const REQUIRE_PROJECT: &str = "x-keymint-require-project";
+
 /// A `/v1/verify` body is a key and a project name: 4 KiB is plenty, and a
 /// bigger body is refused (413) before it is read.
 const MAX_BODY: usize = 4 * 1024;
@@ -37,6 +43,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn router(shared: Arc<Shared>) -> Router {
     let routes = Router::new()
         .route("/forward-auth", any(forward_auth))
+        .route("/forward-auth/", any(forward_auth_prefixed))
+        .route("/forward-auth/{*original}", any(forward_auth_prefixed))
         .route("/v1/verify", post(verify_json))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -65,11 +73,39 @@ async fn forward_auth(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let projects = match credential::projects_from_query(query.as_deref()) {
-        Ok(projects) => projects,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    match shared.decide(Protocol::ForwardAuth, presented(&headers), &projects) {
+    match credential::projects_from_query(query.as_deref()) {
+        Ok(projects) => forward_auth_verdict(&shared, &headers, &projects),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// Envoy's ext_authz HTTP mode and Istio's `envoyExtAuthzHttp` append the
+/// original path — and its query, the client's — to the configured prefix.
+/// So the query is not read here; the projects come from
+/// [`REQUIRE_PROJECT`], which the proxy sets.
+async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let mut listed = Vec::new();
+    for value in headers.get_all(REQUIRE_PROJECT) {
+        match value.to_str() {
+            Ok(v) => listed.push(v),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "x-keymint-require-project is not text",
+                )
+                    .into_response();
+            }
+        }
+    }
+    match credential::projects_from_list(Some(&listed.join(","))) {
+        Ok(projects) => forward_auth_verdict(&shared, &headers, &projects),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// 200 with the grant's headers, or the refusal.
+fn forward_auth_verdict(shared: &Shared, headers: &HeaderMap, projects: &[String]) -> Response {
+    match shared.decide(Protocol::ForwardAuth, presented(headers), projects) {
         Verdict::Valid(grant) => match grant_headers(&grant) {
             Some(headers) => (StatusCode::OK, headers).into_response(),
             None => unsendable(),

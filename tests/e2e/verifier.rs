@@ -33,6 +33,7 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
     };
     json_answers(&setup).await;
     forward_auth_answers(&setup).await;
+    prefixed_forward_auth_answers(&setup).await;
     ext_authz_answers(&setup);
     nothing_leaks(&setup).await;
     ns.delete().await;
@@ -108,6 +109,38 @@ async fn forward_auth_answers(setup: &Setup) {
             .header("WWW-Authenticate")
             .is_some_and(|c| c.contains("invalid_token"))
     );
+}
+
+/// Envoy's ext_authz HTTP mode (and Istio's `envoyExtAuthzHttp`) send the
+/// original path and query after the prefix: the query is the client's and
+/// is not read; the projects come from the header the proxy sets.
+async fn prefixed_forward_auth_answers(setup: &Setup) {
+    let (verifier, key) = (&setup.verifier, &setup.key);
+    let bearer = format!("Bearer {key}");
+    let path = "/forward-auth/orders/42?project=billing";
+    let reply = raw_http::get(verifier.http, path, &[("Authorization", &bearer)]).await;
+    assert_eq!(reply.status, 200, "the client's query is not read");
+    assert_eq!(reply.header("X-Keymint-Owner"), Some("alice@example.com"));
+    for (required, status) in [
+        ("payments", 200),
+        ("billing", 403),
+        ("billing, payments", 200),
+    ] {
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("X-Keymint-Require-Project", required),
+        ];
+        let reply = raw_http::get(verifier.http, "/forward-auth/", &headers).await;
+        assert_eq!(reply.status, status, "required {required}");
+    }
+    let wrong = format!("Bearer {}", setup.stranger.expose());
+    let refused = raw_http::get(
+        verifier.http,
+        "/forward-auth/x",
+        &[("Authorization", &wrong)],
+    )
+    .await;
+    assert_eq!(refused.status, 401);
 }
 
 fn ext_authz_answers(setup: &Setup) {

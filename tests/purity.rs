@@ -16,6 +16,7 @@ const PURE: &[&str] = &[
     "src/audit/verify.rs",
     "src/audit/finding.rs",
     "src/audit/index.rs",
+    "src/audit/watermark.rs",
     "src/audit/retention.rs",
     "src/digest.rs",
     "src/duration.rs",

@@ -1,7 +1,8 @@
 //! What the stream is known to contain, so that a transition is appended
 //! once: the highest transition number recorded per ApiKey UID, built at
-//! start-up from the stream's tail and kept up to date by every read and
-//! write. Pure.
+//! start-up from the segments the head's watermark points to (see
+//! `watermark`), or from the stream's tail when it has none, and kept up to
+//! date by every read and write. Pure.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +20,20 @@ pub struct Index {
 }
 
 impl Index {
+    /// An index of nothing yet, where transitions made before `from` are
+    /// recorded (the head's watermark).
+    pub fn covering(from: Timestamp) -> Index {
+        Index {
+            recorded: HashMap::new(),
+            covered_from: Some(from),
+        }
+    }
+
+    /// Before when every transition is recorded (None: nothing is known).
+    pub fn covered_from(&self) -> Option<Timestamp> {
+        self.covered_from
+    }
+
     pub fn add(&mut self, entry: &Entry) {
         let n = self.recorded.entry(entry.uid.clone()).or_insert(0);
         *n = (*n).max(entry.transition);
@@ -155,5 +170,18 @@ mod tests {
         assert!(tail.add_older(&[]), "an empty segment says nothing");
         let index = tail.index();
         assert!(!index.is_recorded("not-indexed", 1, ts("2000-01-01T00:00:00Z")));
+        assert_eq!(index.covered_from(), None);
+    }
+
+    #[test]
+    fn a_watermarked_index_covers_what_came_before_the_watermark() {
+        let from = ts("2026-03-01T12:00:00Z");
+        let mut index = Index::covering(from);
+        assert_eq!(index.covered_from(), Some(from));
+        assert!(index.is_recorded("old", 1, from - SignedDuration::from_nanos(1)));
+        assert!(!index.is_recorded("new", 1, from));
+        let entries = build(2);
+        index.add_all(&entries);
+        assert!(index.is_recorded(&entries[1].uid, entries[1].transition, from));
     }
 }

@@ -1,7 +1,8 @@
 //! The audit stream. Pure: an entry and its place in the hash chain
 //! (`entry`), a segment's content (`segment`), verification (`verify`, its
-//! verdicts in `finding`), what the stream is known to hold (`index`) and
-//! retention (`retention`). Kubernetes I/O: the segment ConfigMaps (`store`),
+//! verdicts in `finding`), what the stream is known to hold (`index`),
+//! how little of it start-up must read (`watermark`) and retention
+//! (`retention`). Kubernetes I/O: the segment ConfigMaps (`store`),
 //! the appender (`stream`) and `keymint audit` (`cli`); their errors
 //! (`error`).
 
@@ -15,6 +16,7 @@ pub mod segment;
 pub mod store;
 pub mod stream;
 pub mod verify;
+pub mod watermark;
 
 #[cfg(test)]
 mod testing;

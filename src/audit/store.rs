@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -14,7 +15,8 @@ use kube::{Client, ResourceExt};
 
 use crate::apikey::secret::{LABEL_MANAGED_BY, MANAGER};
 use crate::audit::segment::parse_segment;
-use crate::audit::{AuditError, Entry, Head};
+use crate::audit::watermark::Listed;
+use crate::audit::{AuditError, Entry, Head, format_time};
 use crate::configmap::{CasError, compare_and_swap};
 
 pub const LABEL_AUDIT: &str = "keymint.dev/audit";
@@ -27,6 +29,20 @@ const ANNOTATION_SEALED: &str = "keymint.dev/sealed";
 /// segment still knows what its first entry links to.
 const ANNOTATION_PREV_SEQ: &str = "keymint.dev/prev-seq";
 const ANNOTATION_PREV_HASH: &str = "keymint.dev/prev-hash";
+/// On each segment: the time of its newest entry, so that start-up knows
+/// which segments to read from the list alone.
+const ANNOTATION_NEWEST: &str = "keymint.dev/newest-entry";
+/// On each segment: the watermark of its last write (see `watermark`).
+const ANNOTATION_WATERMARK: &str = "keymint.dev/watermark";
+
+/// The marks a segment write carries besides the chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The time of the segment's newest entry (None: it has none).
+    pub newest: Option<Timestamp>,
+    /// Every transition made before it is in the stream (None: unknown).
+    pub watermark: Option<Timestamp>,
+}
 
 /// The segment ConfigMaps of one namespace.
 #[derive(Clone)]
@@ -57,6 +73,12 @@ impl Segments {
 
     /// Segment names, oldest first.
     pub async fn names(&self) -> Result<Vec<String>, AuditError> {
+        let listed = self.list().await?;
+        Ok(listed.into_iter().map(|s| s.name).collect())
+    }
+
+    /// The segments with their marks, oldest first: one call, metadata only.
+    pub async fn list(&self) -> Result<Vec<Listed>, AuditError> {
         let params = ListParams::default().labels(&format!("{LABEL_AUDIT}=segment"));
         let list = self
             .api
@@ -66,14 +88,18 @@ impl Segments {
                 namespace: self.namespace.clone(),
                 source: Arc::new(e),
             })?;
-        let mut names: Vec<String> = list
+        let mut listed: Vec<Listed> = list
             .items
-            .into_iter()
-            .map(|m| m.name_any())
-            .filter(|n| n.starts_with(SEGMENT_PREFIX))
+            .iter()
+            .filter(|m| m.name_any().starts_with(SEGMENT_PREFIX))
+            .map(|m| Listed {
+                name: m.name_any(),
+                newest: time_annotation(m.annotations(), ANNOTATION_NEWEST),
+                watermark: time_annotation(m.annotations(), ANNOTATION_WATERMARK),
+            })
             .collect();
-        names.sort();
-        Ok(names)
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listed)
     }
 
     /// The segment `name`; an error if it does not exist.
@@ -173,16 +199,28 @@ pub fn head_of(cm: &ConfigMap, entries: &[Entry]) -> Option<Head> {
         .or_else(|| prev_of(cm, entries))
 }
 
+/// A time annotation, if present and well-formed.
+fn time_annotation(annotations: &BTreeMap<String, String>, key: &str) -> Option<Timestamp> {
+    annotations.get(key)?.parse().ok()
+}
+
+/// The time of the newest of `entries` (their times are not in order: an
+/// entry's is when its transition was made, not when it was appended).
+pub fn newest_of(entries: &[Entry]) -> Option<Timestamp> {
+    entries.iter().filter_map(Entry::timestamp).max()
+}
+
 /// A segment as written: named, labelled as keymint's audit segment,
-/// annotated with what its first entry links to (and sealed, if it is
-/// full), holding `content`. `resource_version`: the version it was read
-/// or written at (None: it does not exist yet).
+/// annotated with what its first entry links to, its `marks` (and sealed,
+/// if it is full), holding `content`. `resource_version`: the version it
+/// was read or written at (None: it does not exist yet).
 pub fn configmap(
     name: &str,
     resource_version: Option<String>,
     prev: &Head,
     content: &str,
     sealed: bool,
+    marks: Marks,
 ) -> ConfigMap {
     let mut annotations = BTreeMap::from([
         (ANNOTATION_PREV_SEQ.to_string(), prev.seq.to_string()),
@@ -190,6 +228,15 @@ pub fn configmap(
     ]);
     if sealed {
         annotations.insert(ANNOTATION_SEALED.to_string(), "true".to_string());
+    }
+    let times = [
+        (ANNOTATION_NEWEST, marks.newest),
+        (ANNOTATION_WATERMARK, marks.watermark),
+    ];
+    for (key, time) in times {
+        if let Some(time) = time {
+            annotations.insert(key.to_string(), format_time(time));
+        }
     }
     ConfigMap {
         metadata: ObjectMeta {
@@ -233,7 +280,14 @@ mod tests {
             seq: 41,
             hash: format!("sha256:{}", "ab".repeat(32)),
         };
-        let cm = configmap("keymint-audit-0000000002", None, &prev, "x\n", false);
+        let cm = configmap(
+            "keymint-audit-0000000002",
+            None,
+            &prev,
+            "x\n",
+            false,
+            Marks::default(),
+        );
         assert_eq!(
             cm.labels().get(LABEL_AUDIT).map(String::as_str),
             Some("segment")
@@ -252,6 +306,7 @@ mod tests {
             &prev,
             "",
             true,
+            Marks::default(),
         );
         assert!(is_sealed(&sealed));
         assert_eq!(sealed.resource_version().as_deref(), Some("7"));
@@ -268,10 +323,31 @@ mod tests {
             &Head::genesis(),
             &encode_segment(&entries[2..]),
             false,
+            Marks::default(),
         );
         let kept = &entries[2..];
         assert_eq!(prev_of(&cm, kept), Some(Head::of(&entries[1])));
         assert_eq!(head_of(&cm, kept), Some(Head::of(&entries[4])));
+    }
+
+    #[test]
+    fn a_segment_carries_its_marks_as_annotations() {
+        let marks = Marks {
+            newest: Some("2026-03-01T00:00:01Z".parse().expect("time")),
+            watermark: Some("2026-03-01T00:00:00.5Z".parse().expect("time")),
+        };
+        let cm = configmap("s", None, &Head::genesis(), "", false, marks);
+        let a = cm.annotations();
+        assert_eq!(time_annotation(a, ANNOTATION_NEWEST), marks.newest);
+        assert_eq!(time_annotation(a, ANNOTATION_WATERMARK), marks.watermark);
+        let unmarked = configmap("s", None, &Head::genesis(), "", false, Marks::default());
+        assert_eq!(
+            time_annotation(unmarked.annotations(), ANNOTATION_NEWEST),
+            None
+        );
+        let entries = build(3);
+        assert_eq!(newest_of(&entries), entries[2].timestamp());
+        assert_eq!(newest_of(&[]), None);
     }
 
     #[test]

@@ -12,14 +12,17 @@
 //!
 //! Exactly once: each draft carries its ApiKey's UID and transition number.
 //! Drafts already in the stream (found in the head segment at write time,
-//! or in the index built from the stream's tail at start-up) are dropped,
-//! so a transition retried after a crash is recorded once.
+//! or in the index built at start-up) are dropped, so a transition retried
+//! after a crash is recorded once. Start-up reads only the segments the
+//! head's watermark points to (`watermark`: typically the head alone), so
+//! it does not grow with the stream; every write carries the watermark the
+//! outbox of transitions not yet recorded allows.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +31,8 @@ use tracing::{debug, info, warn};
 use crate::audit::index::{Index, Tail};
 use crate::audit::retention::{self, Choice, Retention};
 use crate::audit::segment::{append_lines, overflows};
-use crate::audit::store::{self, PutError, Segments};
+use crate::audit::store::{self, Marks, PutError, Segments, newest_of};
+use crate::audit::watermark::{self, Listed, Outbox, Start};
 use crate::audit::{AuditError, Draft, Entry, Head, chain_all, pruned_draft};
 
 pub use crate::audit::store::{DATA_ENTRIES, LABEL_AUDIT, SEGMENT_PREFIX};
@@ -53,6 +57,8 @@ pub struct AuditOptions {
     pub instance: String,
     /// Counts appended entries (keymint_audit_appends_total).
     pub appends: prometheus_client::metrics::counter::Counter<u64, std::sync::atomic::AtomicU64>,
+    /// Segments read at start-up (keymint_audit_segments_read_at_open).
+    pub segments_read: prometheus_client::metrics::gauge::Gauge,
 }
 
 struct Request {
@@ -69,39 +75,61 @@ type Appended = HashSet<(String, u64)>;
 pub struct AuditLog {
     tx: mpsc::Sender<Request>,
     index: Arc<Mutex<Index>>,
+    outbox: Arc<Mutex<Outbox>>,
     pub instance: String,
 }
 
 impl AuditLog {
-    /// Reads the stream's tail (to know what is already recorded) and
-    /// starts the appender.
+    /// Reads what start-up needs to know is recorded (the segments the
+    /// head's watermark points to, or the tail) and starts the appender.
     pub async fn open(client: Client, options: AuditOptions) -> Result<AuditLog, AuditError> {
         let segments = Segments::new(client, &options.namespace);
-        let names = segments.names().await?;
-        let index = read_tail(&segments, &names).await?;
+        let listed = segments.list().await?;
+        let (index, read) = read_start(&segments, &listed).await?;
         info!(
-            segments = names.len(),
+            segments = listed.len(),
+            segments_read = read,
             indexed_keys = index.keys(),
+            watermark = index.covered_from().map(|t| t.to_string()),
             "audit stream opened"
         );
+        options
+            .segments_read
+            .set(i64::try_from(read).unwrap_or(i64::MAX));
+        let hold = watermark::HOLD;
+        let outbox = Outbox::new(index.covered_from(), Timestamp::now(), hold);
+        let outbox = Arc::new(Mutex::new(outbox));
         let index = Arc::new(Mutex::new(index));
         let (tx, rx) = mpsc::channel(4096);
         let appender = Appender {
-            head_name: names
+            head_name: listed
                 .last()
-                .cloned()
-                .unwrap_or_else(|| store::segment_name(1)),
+                .map_or_else(|| store::segment_name(1), |s| s.name.clone()),
             segments,
             options: options.clone(),
             index: index.clone(),
+            outbox: outbox.clone(),
             written: None,
         };
         tokio::spawn(appender.run(rx));
         Ok(AuditLog {
             tx,
             index,
+            outbox,
             instance: options.instance,
         })
+    }
+
+    /// Registers transition `transition` of ApiKey `uid`, made at `at`,
+    /// before the status write that makes it (or the append that records
+    /// it): until an append settles it, no write vouches for it.
+    pub fn expect(&self, uid: &str, transition: u64, at: Timestamp) {
+        lock(&self.outbox).expect(uid, transition, at);
+    }
+
+    /// Transition `transition` of ApiKey `uid` was found in the stream.
+    pub fn settle(&self, uid: &str, transition: u64) {
+        lock(&self.outbox).settle(uid, transition);
     }
 
     /// Whether transition `transition` of ApiKey `uid`, made at `at`, is in
@@ -119,36 +147,96 @@ impl AuditLog {
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Request { drafts, done })
+            .send(Request {
+                drafts: drafts.clone(),
+                done,
+            })
             .await
             .map_err(|_| AuditError::Stopped)?;
-        wait.await.map_err(|_| AuditError::Stopped)?
+        let written = wait.await.map_err(|_| AuditError::Stopped)??;
+        // Written now or found there: either way in the stream.
+        let mut outbox = lock(&self.outbox);
+        for draft in &drafts {
+            outbox.settle(&draft.uid, draft.transition);
+        }
+        Ok(written)
+    }
+}
+
+/// The start-up index and how many segments it took to build.
+async fn read_start(segments: &Segments, listed: &[Listed]) -> Result<(Index, usize), AuditError> {
+    match watermark::plan(listed) {
+        Start::Tail => {
+            let names: Vec<String> = listed.iter().map(|s| s.name.clone()).collect();
+            read_tail(segments, &names).await
+        }
+        Start::Watermark {
+            from,
+            read,
+            unmarked,
+        } => read_watermarked(segments, from, &read, &unmarked).await,
     }
 }
 
 /// The index of what the stream holds, read from its newest segment back
-/// as far as [`TAIL_WINDOW`] reaches.
-async fn read_tail(segments: &Segments, names: &[String]) -> Result<Index, AuditError> {
+/// as far as [`TAIL_WINDOW`] reaches (a stream without a watermark).
+async fn read_tail(segments: &Segments, names: &[String]) -> Result<(Index, usize), AuditError> {
     let mut tail = Tail::new(TAIL_WINDOW);
+    let mut read = 0;
     for name in names.iter().rev() {
         let Some(cm) = segments.get_opt(name).await? else {
             continue;
         };
+        read += 1;
         if !tail.add_older(&segments.entries_of(&cm)?) {
             break;
         }
     }
-    Ok(tail.index())
+    Ok((tail.index(), read))
 }
 
-fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(|e| e.into_inner())
+/// The index of what the stream holds from `from` (the head's watermark):
+/// the segments `read`, then the `unmarked` ones (newest first) by the
+/// window rule.
+async fn read_watermarked(
+    segments: &Segments,
+    from: Timestamp,
+    read: &[String],
+    unmarked: &[String],
+) -> Result<(Index, usize), AuditError> {
+    let mut index = Index::covering(from);
+    let mut count = 0;
+    for name in read {
+        if let Some(cm) = segments.get_opt(name).await? {
+            index.add_all(&segments.entries_of(&cm)?);
+            count += 1;
+        }
+    }
+    let window = SignedDuration::try_from(TAIL_WINDOW).unwrap_or_default();
+    for name in unmarked {
+        let Some(cm) = segments.get_opt(name).await? else {
+            continue;
+        };
+        let entries = segments.entries_of(&cm)?;
+        index.add_all(&entries);
+        count += 1;
+        if watermark::reaches_back(&entries, from, window) {
+            break;
+        }
+    }
+    Ok((index, count))
+}
+
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Appender {
     segments: Segments,
     options: AuditOptions,
     index: Arc<Mutex<Index>>,
+    /// What this process has not yet seen recorded: each write's watermark.
+    outbox: Arc<Mutex<Outbox>>,
     head_name: String,
     /// The head segment as this appender last wrote it. The next write
     /// starts from it instead of reading the segment back: if anyone else
@@ -166,6 +254,8 @@ struct Segment {
     prev: Head,
     /// What the next entry links to.
     head: Head,
+    /// The time of its newest entry.
+    newest: Option<Timestamp>,
     /// The dedup keys of its entries. A set: with thousands of entries in a
     /// segment, a linear search per draft was the operator's hottest code in
     /// the 10k benchmark.
@@ -181,14 +271,19 @@ impl Segment {
             content: String::new(),
             head: prev.clone(),
             prev,
+            newest: None,
             recorded: Appended::new(),
         }
     }
 
-    /// This segment's ConfigMap, holding `content`.
-    fn configmap(&self, content: &str, sealed: bool) -> ConfigMap {
+    /// This segment's ConfigMap, holding `content`, carrying `watermark`.
+    fn configmap(&self, content: &str, sealed: bool, watermark: Option<Timestamp>) -> ConfigMap {
         let version = self.resource_version.clone();
-        store::configmap(&self.name, version, &self.prev, content, sealed)
+        let marks = Marks {
+            newest: self.newest,
+            watermark,
+        };
+        store::configmap(&self.name, version, &self.prev, content, sealed, marks)
     }
 }
 
@@ -314,6 +409,7 @@ impl Appender {
                 content: store::content_of(&cm).to_string(),
                 prev,
                 head,
+                newest: newest_of(&entries),
                 recorded: entries.iter().map(Entry::dedup_key).collect(),
             });
         }
@@ -328,9 +424,13 @@ impl Appender {
         head: Head,
     ) -> Result<Segment, PutError> {
         let content = append_lines(&segment.content, entries);
+        let segment = Segment {
+            newest: segment.newest.max(newest_of(entries)),
+            ..segment
+        };
         let resource_version = self
             .segments
-            .put(&segment.configmap(&content, false))
+            .put(&segment.configmap(&content, false, self.watermark()))
             .await?;
         Ok(Segment {
             resource_version,
@@ -340,6 +440,11 @@ impl Appender {
         })
     }
 
+    /// The watermark a write made now carries.
+    fn watermark(&self) -> Option<Timestamp> {
+        lock(&self.outbox).watermark(Timestamp::now())
+    }
+
     /// Seals the full head segment, then starts the next with `entries`;
     /// returns the next segment as written (without `entries`' dedup keys).
     async fn roll_over(
@@ -347,20 +452,21 @@ impl Appender {
         segment: &Segment,
         entries: &[Entry],
     ) -> Result<Segment, PutError> {
-        let sealed = segment.configmap(&segment.content, true);
+        let sealed = segment.configmap(&segment.content, true, self.watermark());
         self.segments.put(&sealed).await?;
         let mut next = Segment::new(
             store::next_segment_name(&segment.name),
             segment.head.clone(),
         );
         next.content = append_lines("", entries);
+        next.newest = newest_of(entries);
         next.head = entries
             .last()
             .map_or_else(|| segment.head.clone(), Head::of);
         self.head_name = next.name.clone();
         next.resource_version = self
             .segments
-            .put(&next.configmap(&next.content, false))
+            .put(&next.configmap(&next.content, false, self.watermark()))
             .await?;
         Ok(next)
     }

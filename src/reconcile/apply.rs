@@ -108,6 +108,11 @@ async fn record(
     if !lifecycle::needs_write(status, &desired) {
         return Ok(phase);
     }
+    if !transitions.is_empty() {
+        // Registered before the write that makes them: should keymint stop
+        // before appending them, no audit write vouches for them meanwhile.
+        ctx.reporter.expect(api_key, &desired.last_transitions);
+    }
     act::write_status(&ctx.client, &ctx.own_writes, api_key, &desired).await?;
     if !transitions.is_empty() {
         let records = &desired.last_transitions;

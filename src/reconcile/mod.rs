@@ -81,13 +81,18 @@ async fn reconcile_readable(api_key: &ApiKey, ctx: &Context) -> Result<Action, E
         }
     })
     .await;
-    match result {
+    let result = match result {
         Ok(action) => {
             ctx.failures.clear(api_key);
             Ok(action)
         }
         Err(e) => finalizer_error(api_key, e),
+    };
+    // Done with an ApiKey being deleted: its finalizer is gone.
+    if result.is_ok() && api_key.metadata.deletion_timestamp.is_some() {
+        ctx.reporter.deletion_done(api_key);
     }
+    result
 }
 
 /// What the finalizer helper's errors mean here.

@@ -77,15 +77,18 @@ impl Reporter {
             return Ok(());
         };
         let uid = api_key.uid().unwrap_or_default();
-        let missing: Vec<TransitionRecord> = status
+        let (recorded, missing): (Vec<TransitionRecord>, Vec<TransitionRecord>) = status
             .last_transitions
             .iter()
-            .filter(|r| !self.audit.is_recorded(&uid, r.number, r.time.0))
             .cloned()
-            .collect();
+            .partition(|r| self.audit.is_recorded(&uid, r.number, r.time.0));
+        for record in &recorded {
+            self.audit.settle(&uid, record.number);
+        }
         if missing.is_empty() {
             return Ok(());
         }
+        self.expect(api_key, &missing);
         info!(apikey = %api_key.name_any(), transitions = missing.len(), "recording transitions missing from the audit stream");
         self.transitions(api_key, status, &missing).await
     }
@@ -109,14 +112,36 @@ impl Reporter {
             secret_deleted: secret_deleted_now || was_live,
         };
         let now = Timestamp::now();
+        // Pending until the finalizer is gone ([`Reporter::deletion_done`]),
+        // not just appended: a retry after a crash in between asks the index
+        // at a later time, so the entry must stay among what start-up reads.
+        self.audit.expect(&uid, number, now);
         if !self.audit.is_recorded(&uid, number, now) {
             let at = TransitionTime(now);
             let entry = draft(api_key, &status, report, number, at, &self.audit.instance);
-            if self.audit.append(vec![entry]).await?.first() == Some(&true) {
+            let appended = self.audit.append(vec![entry]).await?;
+            self.audit.expect(&uid, number, now);
+            if appended.first() == Some(&true) {
                 self.event(api_key, &status, report);
             }
         }
         Ok(())
+    }
+
+    /// The ApiKey's finalizer is gone: no retry will ask about its deletion.
+    pub fn deletion_done(&self, api_key: &ApiKey) {
+        let number = lifecycle::last_transition_number(api_key.status.as_ref()) + 1;
+        self.audit
+            .settle(&api_key.uid().unwrap_or_default(), number);
+    }
+
+    /// Registers `records` of `api_key` as made and not yet recorded (see
+    /// [`AuditLog::expect`]).
+    pub fn expect(&self, api_key: &ApiKey, records: &[TransitionRecord]) {
+        let uid = api_key.uid().unwrap_or_default();
+        for record in records {
+            self.audit.expect(&uid, record.number, record.time.0);
+        }
     }
 
     fn count(&self, api_key: &ApiKey, report: Report) {

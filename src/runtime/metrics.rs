@@ -35,6 +35,8 @@ pub struct Metrics {
     /// From `expiresAt` to the Secret's deletion.
     pub expiry_lag: Histogram,
     pub audit_appends: Counter<u64, AtomicU64>,
+    /// Audit segments read when the stream was opened (this leadership).
+    pub audit_segments_read: Gauge,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
     pub leader: Gauge,
@@ -61,6 +63,7 @@ impl Metrics {
             // 1 ms to ~33 s: the target is under a second.
             expiry_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             audit_appends: Counter::default(),
+            audit_segments_read: Gauge::default(),
             events_dropped: Counter::default(),
             leader: Gauge::default(),
             registry: Registry::with_prefix("keymint"),
@@ -107,6 +110,11 @@ impl Metrics {
             "audit_appends",
             "Entries appended to the audit stream",
             self.audit_appends.clone(),
+        );
+        r.register(
+            "audit_segments_read_at_open",
+            "Audit segments read when this leader opened the stream (start-up cost)",
+            self.audit_segments_read.clone(),
         );
         r.register(
             "leader",
@@ -187,6 +195,7 @@ mod tests {
             "keymint_expiry_lag_seconds_count 1",
             "keymint_reconcile_duration_seconds_count 0",
             "keymint_audit_appends_total 0",
+            "keymint_audit_segments_read_at_open 0",
             "keymint_leader 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");

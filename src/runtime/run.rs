@@ -186,6 +186,7 @@ async fn open_audit(
         retention: options.audit_retention.clone(),
         instance: instance.to_string(),
         appends: metrics.audit_appends.clone(),
+        segments_read: metrics.audit_segments_read.clone(),
     };
     AuditLog::open(client.clone(), audit_options)
         .await

@@ -5,6 +5,7 @@
 mod support;
 
 mod audit_exactly_once;
+mod audit_history;
 mod audit_stream;
 mod calm;
 mod control_plane;

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod floor;
+mod history;
 mod observe;
 mod procs;
 mod report;

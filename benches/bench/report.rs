@@ -452,6 +452,7 @@ pub fn table(doc: &Value) -> String {
             String::new(),
         );
     }
+    crate::history::rows(&r["audit_history"], &mut row);
     verify_rows(&r["verify"], &mut row);
     let m = &r["memory_big_secrets"];
     if !m.is_null() {

@@ -95,6 +95,12 @@ pub async fn run(plan: Plan) -> Result<()> {
         let v = burst::scenario(&mut ctx).await.unwrap_or_else(failed);
         ctx.record("burst", v).await?;
     }
+    if plan.wants("audit-history") {
+        let v = crate::history::scenario(&mut ctx)
+            .await
+            .unwrap_or_else(failed);
+        ctx.record("audit_history", v).await?;
+    }
     let mut largest: Option<(Proc, String, usize)> = None;
     let mut mint_rates: HashMap<&'static str, f64> = HashMap::new();
     if plan.wants("mint") || plan.wants("restart") {
@@ -299,7 +305,7 @@ struct Meter {
     at: Instant,
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

@@ -43,10 +43,11 @@ const MAX_BATCH: usize = 256;
 const BATCH_LINGER: Duration = Duration::from_millis(10);
 /// Write conflicts retried within one batch before the batch fails.
 const CAS_ATTEMPTS: usize = 16;
-/// How far back before the newest entry the start-up index reaches. A
-/// transition is appended right after the status write that made it, or
-/// retried within the reconcile backoff (minutes); anything older than the
-/// window is certainly in the stream already.
+/// How far back before the newest entry the start-up index reaches in a
+/// stream without a watermark (written by an older keymint), and before the
+/// watermark for unmarked segments. A transition is appended right after
+/// the status write that made it, or retried within the reconcile backoff
+/// (minutes); anything older than the window is in the stream already.
 const TAIL_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Clone, Debug)]

@@ -34,6 +34,8 @@ const ANNOTATION_PREV_HASH: &str = "keymint.dev/prev-hash";
 const ANNOTATION_NEWEST: &str = "keymint.dev/newest-entry";
 /// On each segment: the watermark of its last write (see `watermark`).
 const ANNOTATION_WATERMARK: &str = "keymint.dev/watermark";
+/// Segments listed per page.
+const LIST_PAGE: u32 = 100;
 
 /// The marks a segment write carries besides the chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,28 +79,35 @@ impl Segments {
         Ok(listed.into_iter().map(|s| s.name).collect())
     }
 
-    /// The segments with their marks, oldest first: one call, metadata only.
+    /// The segments with their marks, oldest first: metadata only, in pages
+    /// (a full retention's list at once would be most of start-up's memory).
     pub async fn list(&self) -> Result<Vec<Listed>, AuditError> {
-        let params = ListParams::default().labels(&format!("{LABEL_AUDIT}=segment"));
-        let list = self
-            .api
-            .list_metadata(&params)
-            .await
-            .map_err(|e| AuditError::List {
+        let mut params = ListParams::default()
+            .labels(&format!("{LABEL_AUDIT}=segment"))
+            .limit(LIST_PAGE);
+        let mut listed = Vec::new();
+        loop {
+            let page = self.api.list_metadata(&params).await;
+            let page = page.map_err(|e| AuditError::List {
                 namespace: self.namespace.clone(),
                 source: Arc::new(e),
             })?;
-        let mut listed: Vec<Listed> = list
-            .items
-            .iter()
-            .filter(|m| m.name_any().starts_with(SEGMENT_PREFIX))
-            .map(|m| Listed {
-                name: m.name_any(),
-                newest: time_annotation(m.annotations(), ANNOTATION_NEWEST),
-                watermark: time_annotation(m.annotations(), ANNOTATION_WATERMARK),
-            })
-            .collect();
-        listed.sort_by(|a, b| a.name.cmp(&b.name));
+            listed.extend(
+                page.items
+                    .iter()
+                    .filter(|m| m.name_any().starts_with(SEGMENT_PREFIX))
+                    .map(|m| Listed {
+                        name: m.name_any(),
+                        newest: time_annotation(m.annotations(), ANNOTATION_NEWEST),
+                        watermark: time_annotation(m.annotations(), ANNOTATION_WATERMARK),
+                    }),
+            );
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        listed.sort_by(|a, b: &Listed| a.name.cmp(&b.name));
         Ok(listed)
     }
 

@@ -13,10 +13,13 @@
 //! [`SKEW`], where pending (the [`Outbox`]) is every transition it has
 //! written, or is about to write, to a status and not yet seen recorded: a
 //! reconcile registers a transition before the status write that makes it,
-//! the catch-up before appending one it found missing, a deletion before
-//! its append; a successful append settles them. So a crash between a
-//! status write and its append (the case exactly-once exists for) leaves a
-//! head whose W is no later than that transition.
+//! the catch-up before appending one it found missing; a successful append
+//! (or finding it recorded) settles them. So a crash between a status write
+//! and its append (the case exactly-once exists for) leaves a head whose W
+//! is no later than that transition. A deletion's retry asks about a later
+//! time than its entry's, so it stays pending until its finalizer is gone.
+//! A transition whose status write failed stays pending until that number
+//! is recorded: a lower W, never a wrong one.
 //! - Transitions of an earlier leader that it never appended: a fresh
 //!   leader keeps W no later than the one it inherited for [`HOLD`], the
 //!   time its catch-up (every key is reconciled after a start, each

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod options;
 pub mod preflight;

@@ -49,6 +49,9 @@ pub enum RunError {
     LostLeadership,
 }
 
+/// How often freed heap is handed back (`runtime::memory`).
+const TRIM_PERIOD: Duration = Duration::from_secs(30);
+
 /// Resolves once: on a shutdown signal, or when the lease is lost.
 type Signal = Shared<BoxFuture<'static, ()>>;
 
@@ -226,6 +229,7 @@ async fn control(
         parts.options.verify_interval,
     );
     tokio::spawn(rounds);
+    tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
     let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
     controller
         .run(reconcile::reconcile, reconcile::error_policy, Arc::new(ctx))

@@ -38,7 +38,7 @@ pub async fn feed(api_keys: Api<GuardedApiKey>, shared: Arc<Shared>) {
             .index_keys
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
         if listed {
-            return_freed_memory();
+            crate::runtime::memory::return_freed_memory();
             shared.metrics.relists.inc();
             if !shared.synced.swap(true, Ordering::AcqRel) {
                 info!(keys, "index synced; ready");
@@ -46,17 +46,6 @@ pub async fn feed(api_keys: Api<GuardedApiKey>, shared: Arc<Shared>) {
                 info!(keys, "index rebuilt from a fresh list");
             }
         }
-    }
-}
-
-/// A list of N ApiKeys allocates and frees N whole objects around the few
-/// bytes kept of each, and glibc keeps freed memory for reuse unless asked:
-/// after a list, give it back (at 100,000 keys, tens of MiB).
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only hands free heap pages back to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -41,6 +41,13 @@ impl Failures {
         (*n, new_kind)
     }
 
+    /// Whether the key is between failed attempts: its retry is scheduled,
+    /// and waking it sooner would cut the backoff short.
+    pub fn backing_off(&self, key: &ObjectRef<GuardedApiKey>) -> bool {
+        let by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        by_key.contains_key(key)
+    }
+
     /// A reconcile succeeded: the next failure starts afresh.
     pub fn clear(&self, api_key: &ApiKey) {
         let reference =

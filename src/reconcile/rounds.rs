@@ -1,31 +1,31 @@
 //! The periodic verification: every cached ApiKey that has key material is
 //! reconciled once per `--verify-interval`, its keys spread evenly over the
-//! interval, by one task walking the cache. A requeue per key would do the
+//! interval, by one task walking the cache (a key backing off after a
+//! failure is skipped: its retry is already scheduled). A requeue per key would do the
 //! same, but kube's scheduler then holds an entry for every key (a delay
 //! queue slot and two hash-map entries, 7 MiB at 10,000 keys); reconciles
 //! requeue only for deadlines the rounds could miss
 //! (`lifecycle::next_check`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tokio::time::MissedTickBehavior;
 
 use crate::apikey::lifecycle::verified_periodically;
 use crate::apikey::{GuardedApiKey, Phase};
+use crate::reconcile::Context;
 
 /// Runs rounds until the controller stops listening. The first round
 /// starts one interval after start-up: every key was just reconciled by
 /// the controller's initial list.
-pub async fn verify_in_rounds(
-    store: Store<GuardedApiKey>,
-    wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
-    interval: Duration,
-) {
+pub async fn verify_in_rounds(ctx: Arc<Context>) {
+    let interval = ctx.verify_interval;
     tokio::time::sleep(interval).await;
     loop {
-        let keys: Vec<_> = store.state().into_iter().filter(|k| verified(k)).collect();
+        let state = ctx.slots.store.state();
+        let keys: Vec<_> = state.into_iter().filter(|k| verified(k)).collect();
         if keys.is_empty() {
             tokio::time::sleep(interval).await;
             continue;
@@ -35,7 +35,11 @@ pub async fn verify_in_rounds(
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
         for key in keys {
             pace.tick().await;
-            if wake.unbounded_send(ObjectRef::from_obj(&*key)).is_err() {
+            let reference = ObjectRef::from_obj(&*key);
+            if ctx.failures.backing_off(&reference) {
+                continue;
+            }
+            if ctx.slots.wake.unbounded_send(reference).is_err() {
                 return;
             }
         }

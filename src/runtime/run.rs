@@ -223,16 +223,12 @@ async fn control(
     let store = controller.store();
     let _ = status.store.set(store.clone());
     watch_readiness(store.clone(), status.clone());
-    let rounds = reconcile::rounds::verify_in_rounds(
-        store.clone(),
-        wake_tx.clone(),
-        parts.options.verify_interval,
-    );
-    tokio::spawn(rounds);
     tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
     let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
+    let ctx = Arc::new(ctx);
+    tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
     controller
-        .run(reconcile::reconcile, reconcile::error_policy, Arc::new(ctx))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(apikey = %object, "reconciled"),

@@ -1,11 +1,14 @@
 //! The periodic verification: every cached ApiKey that has key material is
 //! reconciled once per `--verify-interval`, its keys spread evenly over the
 //! interval, by one task walking the cache (a key backing off after a
-//! failure is skipped: its retry is already scheduled). A requeue per key would do the
-//! same, but kube's scheduler then holds an entry for every key (a delay
-//! queue slot and two hash-map entries, 7 MiB at 10,000 keys); reconciles
-//! requeue only for deadlines the rounds could miss
-//! (`lifecycle::next_check`).
+//! failure is skipped: its retry is already scheduled). A requeue per key
+//! would do the same, but kube's scheduler then holds an entry for every
+//! key, for good (a delay-queue slot and two hash-map entries: 7 MiB at
+//! 10,000 keys in a heap profile); reconciles requeue only for deadlines
+//! the rounds could miss (`lifecycle::next_check`). The scheduler still
+//! fills during a burst or the initial list, and its tables keep that
+//! capacity afterwards: what this saves is the churn and the entries of a
+//! process that never saw all its keys at once, not the burst's peak.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,8 +25,8 @@ pub fn verified_periodically(phase: Phase) -> bool {
 /// When to reconcile again, besides the verification rounds: at expiry (to
 /// delete the key on time) and when the warning window opens — when either
 /// falls due before the rounds could come closer to it. None for the
-/// others, so that the controller's scheduler holds no entry for them (an
-/// entry per key was 7 MiB at 10,000 keys).
+/// others, so that at rest the controller's scheduler holds no entry for
+/// them (`reconcile::rounds` says what that buys and what it does not).
 pub fn next_check(
     phase: Phase,
     expires_at: Option<Timestamp>,

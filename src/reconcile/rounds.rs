@@ -5,10 +5,10 @@
 //! would do the same, but kube's scheduler then holds an entry for every
 //! key, for good (a delay-queue slot and two hash-map entries: 7 MiB at
 //! 10,000 keys in a heap profile); reconciles requeue only for deadlines
-//! the rounds could miss (`lifecycle::next_check`). The scheduler still
-//! fills during a burst or the initial list, and its tables keep that
-//! capacity afterwards: what this saves is the churn and the entries of a
-//! process that never saw all its keys at once, not the burst's peak.
+//! the rounds could miss (`lifecycle::next_check`). This buys evenly spread
+//! verification and no timer per key at rest, not memory: the initial list
+//! queues every key at once anyway, and the scheduler's tables keep that
+//! capacity afterwards.
 
 use std::sync::Arc;
 use std::time::Duration;

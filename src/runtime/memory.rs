@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-/// Gives free heap pages back to the kernel (glibc only; a no-op
-/// elsewhere, e.g. the static musl build, whose allocator does so itself).
+/// Gives free heap pages back to the kernel (glibc, which the image's
+/// static build uses too; a no-op on other C libraries).
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only hands free heap pages back to the kernel.

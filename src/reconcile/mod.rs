@@ -18,14 +18,12 @@ mod failure;
 pub mod own_writes;
 pub mod report;
 pub mod rounds;
-pub mod turns;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
@@ -36,7 +34,6 @@ pub use failure::{Failures, backoff, error_policy};
 use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::quota::slots::Slots;
 use own_writes::OwnWrites;
-use turns::Turns;
 use report::Reporter;
 
 /// Removed only after the Secret is deleted and the deletion reported.
@@ -56,25 +53,10 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// Consecutive failures per ApiKey, for backoff and one Event per kind.
     pub failures: Failures,
-    /// The reconcile slots, taken in order.
-    pub turns: Turns,
 }
 
-/// The controller's entry point for one ApiKey: waits its turn
-/// ([`turns`]), then reconciles the latest cached version of it.
+/// The controller's entry point for one ApiKey.
 pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let Some(_turn) = ctx.turns.wait().await else {
-        return Ok(Action::await_change());
-    };
-    // Gone from the cache while waiting: gone from the cluster too.
-    let Some(latest) = ctx.slots.store.get(&ObjectRef::from_obj(&*obj)) else {
-        return Ok(Action::await_change());
-    };
-    // Boxed only now: a key waiting for its turn holds a small future.
-    Box::pin(reconcile_latest(latest, ctx)).await
-}
-
-async fn reconcile_latest(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = match &obj.0 {
         Ok(api_key) => reconcile_readable(api_key, &ctx).await,

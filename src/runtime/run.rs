@@ -23,7 +23,6 @@ use crate::quota::waiting::WaitingKeys;
 use crate::reconcile::events::{EventQueue, Flush};
 use crate::reconcile::own_writes::OwnWrites;
 use crate::reconcile::report::Reporter;
-use crate::reconcile::turns::Turns;
 use crate::reconcile::{self, Context, Failures};
 use crate::runtime::http::{self, Status};
 use crate::runtime::leader::{Election, Role};
@@ -217,21 +216,15 @@ async fn control(
     let waiting = Arc::new(WaitingKeys::default());
     let (store, writer) = reflector::store();
     let triggers = triggers(api_keys, writer, &own_writes, &waiting, &wake_tx);
-    // Unbounded here; `--concurrency` is enforced, in order, by the turns.
-    let turns = Turns::new(parts.options.concurrency);
-    let closing = turns.clone();
     let controller = Controller::for_stream(triggers, store)
-        .with_config(ControllerConfig::default().concurrency(0))
+        .with_config(ControllerConfig::default().concurrency(parts.options.concurrency))
         .reconcile_on(wake_rx)
-        .graceful_shutdown_on(async move {
-            stop.await;
-            closing.close();
-        });
+        .graceful_shutdown_on(stop);
     let store = controller.store();
     let _ = status.store.set(store.clone());
     watch_readiness(store.clone(), status.clone());
     tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
-    let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes, turns);
+    let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
     let ctx = Arc::new(ctx);
     tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
     controller
@@ -303,7 +296,6 @@ fn context(
     waiting: Arc<WaitingKeys>,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
     own_writes: OwnWrites,
-    turns: Turns,
 ) -> (Context, Flush) {
     let Parts {
         client,
@@ -346,7 +338,6 @@ fn context(
         max_backoff: options.max_backoff,
         own_writes,
         failures: Failures::default(),
-        turns,
     };
     (ctx, flush)
 }

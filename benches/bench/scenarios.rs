@@ -354,6 +354,42 @@ fn key(name: String, project: &str, owner: &str, expires_at: Option<Timestamp>) 
     )
 }
 
+/// What [`apply_all`] saw.
+struct Applied {
+    /// When each create was sent, by name.
+    sent: HashMap<String, Timestamp>,
+    /// How long the creates took.
+    apply_seconds: f64,
+    /// Whether every key was seen Active before the timeout.
+    all: bool,
+}
+
+/// Creates `n` spread keys named `<prefix>NNNNN` in `ns` at the plan's
+/// concurrency and waits until the observer sees them all Active.
+async fn apply_all(
+    ctx: &Ctx,
+    ns: &str,
+    observer: &Observer,
+    prefix: &str,
+    n: usize,
+) -> Result<Applied> {
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), ns);
+    let keys = (0..n)
+        .map(|i| spread_key(format!("{prefix}{i:05}"), i, n, None))
+        .collect();
+    let applied = Instant::now();
+    let sent = create_keys(&api, keys, ctx.plan.apply_concurrency).await?;
+    let apply_seconds = applied.elapsed().as_secs_f64();
+    let all = observer
+        .wait(timeout_for(n), |s| s.count(Phase::Active) >= n)
+        .await;
+    Ok(Applied {
+        sent,
+        apply_seconds,
+        all,
+    })
+}
+
 /// Creates the keys with `concurrency` requests in flight; returns when each
 /// create was sent.
 async fn create_keys(
@@ -432,16 +468,11 @@ async fn mint_one(ctx: &mut Ctx, kind: Kind, n: usize) -> Result<(Value, Proc, S
         .then(|| Perf::start(proc.pid(), &tag))
         .flatten();
     let m0 = ctx.meter(Some(&proc)).await;
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let keys = (0..n)
-        .map(|i| spread_key(format!("k{i:05}"), i, n, None))
-        .collect();
-    let applied = Instant::now();
-    let sent = create_keys(&api, keys, ctx.plan.apply_concurrency).await?;
-    let apply_seconds = applied.elapsed().as_secs_f64();
-    let all = observer
-        .wait(timeout_for(n), |s| s.count(Phase::Active) >= n)
-        .await;
+    let Applied {
+        sent,
+        apply_seconds,
+        all,
+    } = apply_all(ctx, &ns, &observer, "k", n).await?;
     // Let the writes that follow a status (audit append, Event) land.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut measured = ctx.measure(&m0, Some(&proc), &ns, kind.agent()).await;

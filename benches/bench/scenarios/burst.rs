@@ -9,12 +9,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use keymint::apikey::{ApiKey, Phase};
-use kube::Api;
+use keymint::apikey::Phase;
 use serde_json::{Value, json};
 
-use super::timeout_for;
-use super::{Ctx, create_keys, latencies, merge, round3, selected_metrics, spread_key, summary};
+use super::{Applied, Ctx, apply_all, latencies, merge, round3, selected_metrics, summary};
 use crate::Result;
 use crate::cluster::{self, Writes};
 use crate::observe::{Observer, Seen};
@@ -105,16 +103,11 @@ async fn round(ctx: &mut Ctx, kind: Kind, n: usize, index: usize) -> Result<Valu
     extra.retain(|_| kind == Kind::Keymint);
     let mut proc = ctx.start(kind, &ns, &tag, &extra).await?;
     let m0 = ctx.meter(Some(&proc)).await;
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let keys = (0..n)
-        .map(|i| spread_key(format!("b{i:05}"), i, n, None))
-        .collect();
-    let applied = Instant::now();
-    let sent = create_keys(&api, keys, ctx.plan.apply_concurrency).await?;
-    let apply_seconds = applied.elapsed().as_secs_f64();
-    let all = observer
-        .wait(timeout_for(n), |s| s.count(Phase::Active) >= n)
-        .await;
+    let Applied {
+        sent,
+        apply_seconds,
+        all,
+    } = apply_all(ctx, &ns, &observer, "b", n).await?;
     let (active, last_active) = observer.with(|s| (s.count(Phase::Active), last_active(s, &sent)));
     let lat = observer.with(|s| latencies(s, &sent, Phase::Active));
     let first_tenth = first_created(&sent, n / 10);

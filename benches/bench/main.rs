@@ -50,6 +50,8 @@ pub struct Plan {
     pub burst_rounds: usize,
     /// Concurrent creates by the bench client ("as fast as it can").
     pub apply_concurrency: usize,
+    /// Keys in flight in keymint (`--concurrency`) and in the floor alike.
+    pub concurrency: usize,
     /// Run only these scenarios (all when empty).
     pub only: Vec<String>,
     /// Record perf profiles of keymint and the API server during mint.
@@ -82,6 +84,7 @@ impl Plan {
             burst_keys: 200,
             burst_rounds: 3,
             apply_concurrency: 32,
+            concurrency: procs::CONCURRENCY,
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
@@ -105,6 +108,7 @@ impl Plan {
             burst_keys: 1_000,
             burst_rounds: 3,
             apply_concurrency: 32,
+            concurrency: procs::CONCURRENCY,
             only: Vec::new(),
             profile: false,
             keymint_args: Vec::new(),
@@ -162,13 +166,24 @@ fn main() -> std::process::ExitCode {
                 plan.verify_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             }
             "--keymint-args" => {
-                plan.keymint_args = iter
+                let args = iter
                     .next()
-                    .map(|s| s.split_whitespace().map(str::to_string).collect())
-                    .unwrap_or_default();
+                    .map(|s| s.split_whitespace().map(str::to_string));
+                plan.keymint_args.extend(args.into_iter().flatten());
+            }
+            "--concurrency" => {
+                plan.concurrency = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             }
             _ => {}
         }
+    }
+    if plan.concurrency == 0 {
+        eprintln!("bench: --concurrency takes a number of keys in flight, at least 1");
+        return std::process::ExitCode::FAILURE;
+    }
+    if plan.concurrency != procs::CONCURRENCY {
+        let flag = ["--concurrency".to_string(), plan.concurrency.to_string()];
+        plan.keymint_args.extend(flag);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::Result;
 use crate::cluster::{self, ControlPlane};
 
-/// The concurrency both keymint (its default --concurrency) and the floor use.
+/// The concurrency both keymint (its default --concurrency) and the floor
+/// use, unless the bench's `--concurrency` says otherwise.
 pub const CONCURRENCY: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,12 +74,17 @@ impl Proc {
     }
 
     /// The floor client, watching `namespace`.
-    pub fn floor(cp: &ControlPlane, namespace: &str, tag: &str) -> Result<Proc> {
+    pub fn floor(
+        cp: &ControlPlane,
+        namespace: &str,
+        tag: &str,
+        concurrency: usize,
+    ) -> Result<Proc> {
         let mut command = Command::new(std::env::current_exe()?);
         command
             .env(crate::floor::ROLE_ENV, "floor")
             .env(crate::floor::NAMESPACE_ENV, namespace)
-            .env(crate::floor::CONCURRENCY_ENV, CONCURRENCY.to_string());
+            .env(crate::floor::CONCURRENCY_ENV, concurrency.to_string());
         Proc::spawn(Kind::Floor, command, cp, tag)
     }
 

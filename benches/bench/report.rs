@@ -99,7 +99,7 @@ pub fn document(
             "apply_concurrency": plan.apply_concurrency,
             "burst_keys": plan.burst_keys,
             "burst_rounds": plan.burst_rounds,
-            "concurrency": crate::procs::CONCURRENCY,
+            "concurrency": plan.concurrency,
             "keymint_args": plan.keymint_args,
             "verify_keys": plan.verify_keys,
             "load_seconds": plan.load_seconds,

@@ -218,7 +218,7 @@ impl Ctx {
     async fn start(&self, kind: Kind, ns: &str, tag: &str, extra: &[&str]) -> Result<Proc> {
         let mut proc = match kind {
             Kind::Keymint => Proc::keymint(&self.cp, ns, tag, &self.keymint_flags(extra))?,
-            Kind::Floor => Proc::floor(&self.cp, ns, tag)?,
+            Kind::Floor => Proc::floor(&self.cp, ns, tag, self.plan.concurrency)?,
         };
         proc.ready().await?;
         Ok(proc)

@@ -1,17 +1,16 @@
 //! An ApiKey that is not being deleted: observe, decide, act, record.
 
 use jiff::Timestamp;
-use kube::runtime::controller::Action;
 
 use super::act::{self, KeySecret, Minted};
-use super::{Context, Error};
+use super::{Context, Error, Next};
 use crate::apikey::lifecycle::{self, Outcome, StatusInput, Step};
 use crate::apikey::secret::Observed;
 use crate::apikey::{ApiKey, Phase, TransitionTime};
 use crate::quota::slots::Slot;
 
 /// Observes, decides, acts, and writes the status the outcome calls for.
-pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
     let now = Timestamp::now();
     // Transitions of an earlier reconcile that never reached the audit
     // stream (keymint stopped in between) come first.
@@ -122,7 +121,7 @@ async fn record(
 }
 
 /// When to look at the key again.
-fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Action {
+fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Next {
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
     let after = lifecycle::next_check(
         phase,
@@ -132,7 +131,7 @@ fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Action {
         ctx.verify_interval,
     );
     match after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
+        Some(after) => Next::After(after),
+        None => Next::OnChange,
     }
 }

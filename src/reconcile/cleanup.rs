@@ -3,14 +3,12 @@
 //! an admission needs the slot and finds the ApiKey gone; its deletion from
 //! the watch wakes the keys waiting for it.
 
-use kube::runtime::controller::Action;
-
 use super::act::KeySecret;
 use super::{Context, Error};
 use crate::apikey::ApiKey;
 use crate::apikey::secret::Observed;
 
-pub async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+pub async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<(), Error> {
     ctx.reporter.catch_up(api_key).await?;
     let secret = KeySecret::of(&ctx.client, api_key);
     let secret_deleted = match secret.observe().await? {
@@ -25,5 +23,5 @@ pub async fn cleanup(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
     };
     // Durable before the finalizer goes: the last word on this ApiKey.
     ctx.reporter.deleted(api_key, secret_deleted).await?;
-    Ok(Action::await_change())
+    Ok(())
 }

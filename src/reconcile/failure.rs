@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -58,13 +57,14 @@ impl Failures {
 }
 
 /// The controller's error policy. Retries back off exponentially per
-/// ApiKey, from 1 s to `max_backoff`; a race is retried at once.
-pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
+/// ApiKey, from 1 s to `max_backoff`; a race is retried at once. Returns
+/// when to retry.
+pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -> Duration {
     let reference = ObjectRef::from_obj(&*obj);
     let category = error.category();
     if category.is_race() {
         debug!(apikey = %reference, "{error}; retrying");
-        return Action::requeue(Duration::from_millis(50));
+        return Duration::from_millis(50);
     }
     ctx.reporter.metrics.count_failure(category.as_str());
     let (failures, new_kind) = ctx.failures.record(reference.clone(), category);
@@ -74,7 +74,7 @@ pub fn error_policy(obj: Arc<GuardedApiKey>, error: &Error, ctx: Arc<Context>) -
         let message = error.to_string();
         tokio::spawn(async move { report_failure(&obj, category, &message, delay, &ctx).await });
     }
-    Action::requeue(delay)
+    delay
 }
 
 /// The failure in the key's status (if it is not minted yet) and in a

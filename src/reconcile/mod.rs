@@ -39,6 +39,13 @@ use report::Reporter;
 /// Removed only after the Secret is deleted and the deletion reported.
 pub const FINALIZER: &str = "keymint.dev/cleanup";
 
+/// When to reconcile an ApiKey again, besides on its next change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    OnChange,
+    After(Duration),
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -56,7 +63,7 @@ pub struct Context {
 }
 
 /// The controller's entry point for one ApiKey.
-pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Next, Error> {
     let started = Instant::now();
     let result = match &obj.0 {
         Ok(api_key) => reconcile_readable(api_key, &ctx).await,
@@ -71,20 +78,27 @@ pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Act
 
 /// Apply, or clean up once the ApiKey is being deleted — keymint's
 /// finalizer holds the object until the cleanup is done.
-async fn reconcile_readable(api_key: &ApiKey, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_readable(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
     let api: Api<ApiKey> =
         Api::namespaced(ctx.client.clone(), &api_key.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, Arc::new(api_key.clone()), |event| async {
-        match event {
-            finalizer::Event::Apply(api_key) => apply::apply(&api_key, ctx).await,
-            finalizer::Event::Cleanup(api_key) => cleanup::cleanup(&api_key, ctx).await,
+    // kube's finalizer helper passes only its own `Action` through; what
+    // `apply` says comes next is kept here.
+    let mut next = Next::OnChange;
+    let result = finalizer(&api, FINALIZER, Arc::new(api_key.clone()), |event| {
+        let next = &mut next;
+        async move {
+            match event {
+                finalizer::Event::Apply(api_key) => *next = apply::apply(&api_key, ctx).await?,
+                finalizer::Event::Cleanup(api_key) => cleanup::cleanup(&api_key, ctx).await?,
+            }
+            Ok(Action::await_change())
         }
     })
     .await;
     let result = match result {
-        Ok(action) => {
+        Ok(_) => {
             ctx.failures.clear(api_key);
-            Ok(action)
+            Ok(next)
         }
         Err(e) => finalizer_error(api_key, e),
     };
@@ -96,7 +110,7 @@ async fn reconcile_readable(api_key: &ApiKey, ctx: &Context) -> Result<Action, E
 }
 
 /// What the finalizer helper's errors mean here.
-fn finalizer_error(api_key: &ApiKey, error: finalizer::Error<Error>) -> Result<Action, Error> {
+fn finalizer_error(api_key: &ApiKey, error: finalizer::Error<Error>) -> Result<Next, Error> {
     let (namespace, name) = (api_key.namespace().unwrap_or_default(), api_key.name_any());
     let object = error::Object {
         namespace: &namespace,
@@ -106,7 +120,7 @@ fn finalizer_error(api_key: &ApiKey, error: finalizer::Error<Error>) -> Result<A
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => Err(e),
         // Another instance finished the deletion first: nothing left to do.
         finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
-            Ok(Action::await_change())
+            Ok(Next::OnChange)
         }
         finalizer::Error::AddFinalizer(kube::Error::Api(s))
         | finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
@@ -126,7 +140,7 @@ fn finalizer_error(api_key: &ApiKey, error: finalizer::Error<Error>) -> Result<A
 /// An ApiKey keymint cannot read (garbage in its status, most likely):
 /// reported — Event, log, metric — and left until it changes, without
 /// stalling the others.
-async fn report_unreadable(obj: &GuardedApiKey, serde_message: &str, ctx: &Context) -> Action {
+async fn report_unreadable(obj: &GuardedApiKey, serde_message: &str, ctx: &Context) -> Next {
     let reference = obj.object_ref(&());
     let detail = unreadable_field(ctx, obj)
         .await
@@ -135,7 +149,7 @@ async fn report_unreadable(obj: &GuardedApiKey, serde_message: &str, ctx: &Conte
     warn!(apikey = reference.name.as_deref(), "{note}");
     ctx.reporter.metrics.count_failure("InvalidSpec");
     report::warning(&ctx.reporter.recorder, &reference, "InvalidSpec", &note).await;
-    Action::await_change()
+    Next::OnChange
 }
 
 /// Which field makes an ApiKey unreadable, from the object as stored (the

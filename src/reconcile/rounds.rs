@@ -2,13 +2,9 @@
 //! reconciled once per `--verify-interval`, its keys spread evenly over the
 //! interval, by one task walking the cache (a key backing off after a
 //! failure is skipped: its retry is already scheduled). A requeue per key
-//! would do the same, but kube's scheduler then holds an entry for every
-//! key, for good (a delay-queue slot and two hash-map entries: 7 MiB at
-//! 10,000 keys in a heap profile); reconciles requeue only for deadlines
-//! the rounds could miss (`lifecycle::next_check`). This buys evenly spread
-//! verification and no timer per key at rest, not memory: the initial list
-//! queues every key at once anyway, and the scheduler's tables keep that
-//! capacity afterwards.
+//! would do the same, but the work queue would then hold a timer for every
+//! key, for good; reconciles requeue only for deadlines the rounds could
+//! miss (`lifecycle::next_check`), so at rest the queue is empty.
 
 use std::sync::Arc;
 use std::time::Duration;

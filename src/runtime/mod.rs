@@ -7,5 +7,7 @@ pub mod memory;
 pub mod metrics;
 pub mod options;
 pub mod preflight;
+pub mod queue;
 pub mod run;
 pub mod signal;
+pub mod workers;

@@ -6,15 +6,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::apikey::GuardedApiKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
@@ -28,6 +27,7 @@ use crate::runtime::http::{self, Status};
 use crate::runtime::leader::{Election, Role};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::options::RunOptions;
+use crate::runtime::workers::{self, Queue};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -211,50 +211,58 @@ async fn control(
     status: &Arc<Status>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let mut stop = Box::pin(stop);
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let own_writes = OwnWrites::default();
     let waiting = Arc::new(WaitingKeys::default());
     let (store, writer) = reflector::store();
+    let queue = Arc::new(Queue::default());
     let triggers = triggers(api_keys, writer, &own_writes, &waiting, &wake_tx);
-    let controller = Controller::for_stream(triggers, store)
-        .with_config(ControllerConfig::default().concurrency(parts.options.concurrency))
-        .reconcile_on(wake_rx)
-        .graceful_shutdown_on(stop);
-    let store = controller.store();
+    let triggers = stream::select(triggers, wake_rx.map(Ok));
+    let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
     let _ = status.store.set(store.clone());
-    watch_readiness(store.clone(), status.clone());
     tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
-    let (ctx, events) = context(parts, store, waiting, wake_tx, own_writes);
+    let concurrency = parts.options.concurrency;
+    let (ctx, events) = context(parts, store.clone(), waiting, wake_tx, own_writes);
     let ctx = Arc::new(ctx);
-    tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
-    controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(apikey = %object, "reconciled"),
-                // Reconcile errors are already logged by the error policy.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(e) => warn!(error = %e, "controller"),
-            }
-        })
-        .await;
+    // Quotas count the cache: nothing is reconciled before it is complete.
+    let synced = tokio::select! {
+        ready = store.wait_until_ready() => ready.is_ok(),
+        () = &mut stop => false,
+    };
+    if synced {
+        status.caches_synced.store(true, Ordering::Release);
+        info!("caches synced; ready");
+        tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
+        let shut_down = async {
+            stop.await;
+            queue.shut_down();
+        };
+        tokio::join!(
+            workers::work(queue.clone(), store, ctx, concurrency),
+            shut_down
+        );
+    }
+    feeding.abort();
     // The reconciles are done and their Events queued: publish them.
     events.wait().await;
 }
 
 /// The watch of ApiKeys, lean, into the cache, feeding the waiting index,
-/// without the echoes of keymint's own status writes.
+/// without the echoes of keymint's own status writes: the keys to
+/// reconcile.
 fn triggers(
     api_keys: Api<GuardedApiKey>,
     writer: reflector::store::Writer<GuardedApiKey>,
     own_writes: &OwnWrites,
     waiting: &Arc<WaitingKeys>,
     wake: &futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
-) -> impl Stream<Item = Result<GuardedApiKey, watcher::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<ObjectRef<GuardedApiKey>, watcher::Error>> + Send + 'static {
     let own_writes = own_writes.clone();
     let (waiting, wake) = (waiting.clone(), wake.clone());
     // Lean objects (`apikey::lean`): what keymint reads, nothing else.
     watcher(api_keys, watcher::Config::default())
+        .default_backoff()
         .reflect(writer)
         // After the cache has the change: a key that stopped holding a slot
         // wakes the keys waiting in its pair.
@@ -268,26 +276,7 @@ fn triggers(
         // reconcile decided, so reconciling it again would only repeat the
         // Secret read. Periodic verification still runs.
         .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
-}
-
-/// Marks the caches synced once the store is ready. The store's readiness
-/// wakes only its most recent waiter (the controller's), so look again every
-/// so often rather than wait.
-fn watch_readiness(store: Store<GuardedApiKey>, status: Arc<Status>) {
-    tokio::spawn(async move {
-        loop {
-            let wait = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
-            match wait.await {
-                Ok(Ok(())) => {
-                    status.caches_synced.store(true, Ordering::Release);
-                    info!("caches synced; ready");
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
-            }
-        }
-    });
+        .map_ok(|api_key| ObjectRef::from_obj(&api_key))
 }
 
 fn context(

@@ -1,0 +1,77 @@
+//! The controller's workers: `--concurrency` of them, each taking the next
+//! due ApiKey from the work queue and reconciling it, one key at a time.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::task::JoinSet;
+use tracing::{debug, error, warn};
+
+use crate::apikey::GuardedApiKey;
+use crate::reconcile::{self, Context, Next};
+use crate::runtime::queue::WorkQueue;
+
+pub type Queue = WorkQueue<ObjectRef<GuardedApiKey>>;
+
+/// Queues every key the triggers name, until they end.
+pub async fn feed<E: std::fmt::Display>(
+    triggers: impl Stream<Item = Result<ObjectRef<GuardedApiKey>, E>>,
+    queue: Arc<Queue>,
+) {
+    futures::pin_mut!(triggers);
+    while let Some(trigger) = triggers.next().await {
+        match trigger {
+            Ok(key) => queue.add(key),
+            Err(e) => warn!(error = %e, "watching ApiKeys"),
+        }
+    }
+}
+
+/// Runs the workers until the queue is shut down and their reconciles in
+/// flight are done.
+pub async fn work(
+    queue: Arc<Queue>,
+    store: Store<GuardedApiKey>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        workers.spawn(worker(queue.clone(), store.clone(), ctx.clone()));
+    }
+    workers.join_all().await;
+}
+
+async fn worker(queue: Arc<Queue>, store: Store<GuardedApiKey>, ctx: Arc<Context>) {
+    while let Some(key) = queue.next().await {
+        // Gone from the cache: deleted, nothing left to do.
+        if let Some(api_key) = store.get(&key)
+            && let Next::After(delay) = run(api_key, &key, &ctx).await
+        {
+            queue.add_after(key.clone(), delay);
+        }
+        queue.done(&key);
+    }
+}
+
+/// One reconcile, in a task of its own: a panic in it is this key's
+/// failure (logged, retried after the longest backoff), not the worker's.
+async fn run(
+    api_key: Arc<GuardedApiKey>,
+    key: &ObjectRef<GuardedApiKey>,
+    ctx: &Arc<Context>,
+) -> Next {
+    let reconciled = tokio::spawn(reconcile::reconcile(api_key.clone(), ctx.clone())).await;
+    match reconciled {
+        Ok(Ok(next)) => {
+            debug!(apikey = %key, "reconciled");
+            next
+        }
+        Ok(Err(e)) => Next::After(reconcile::error_policy(api_key, &e, ctx.clone())),
+        Err(panicked) => {
+            error!(apikey = %key, error = %panicked, "reconcile panicked");
+            Next::After(ctx.max_backoff)
+        }
+    }
+}

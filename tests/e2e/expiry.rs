@@ -179,6 +179,23 @@ fn phase_history(recording: &Recording<ApiKey>, name: &str) -> Vec<Phase> {
     phases
 }
 
+/// The phases the recording saw, once it has seen `last` (a GET can see a
+/// version before the recording's watch delivers it), or after 5 s.
+async fn phase_history_through(
+    recording: &Recording<ApiKey>,
+    name: &str,
+    last: Phase,
+) -> Vec<Phase> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let history = phase_history(recording, name);
+        if history.last() == Some(&last) || std::time::Instant::now() > deadline {
+            return history;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Starts the operator and waits until it has minted a key without an
 /// expiry: after that, what the test measures is expiry, not start-up.
 async fn start_operator_and_wait_until_it_mints(ns: &TestNamespace, extra: &[&str]) -> Operator {
@@ -261,7 +278,7 @@ async fn the_secret_is_deleted_within_a_second_of_expires_at() {
     let mut table = String::new();
     let mut lags = Vec::new();
     for (name, expires_at) in &expiries {
-        let history = phase_history(&api_keys, name);
+        let history = phase_history_through(&api_keys, name, Phase::Expired).await;
         assert!(
             history.ends_with(&[Phase::Active, Phase::Expired]),
             "{name}: was Active, then Expired; phases seen: {history:?}"
@@ -457,7 +474,7 @@ async fn changing_expires_at_reschedules() {
             lag >= SignedDuration::ZERO && lag < SignedDuration::from_secs(1),
             "{name}: Secret deleted {lag:#} after the new expiresAt {expires_at}"
         );
-        let history = phase_history(&api_keys, name);
+        let history = phase_history_through(&api_keys, name, Phase::Expired).await;
         assert!(
             history.ends_with(&[Phase::Active, Phase::Expired]) && history.len() <= 3,
             "{name}: Active, then Expired; phases seen: {history:?}"

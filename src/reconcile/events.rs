@@ -1,9 +1,12 @@
 //! Transition Events off the critical path. A mint is done once its Secret,
 //! status and audit entry are written; its Event is for `kubectl describe`
 //! and can come a moment later. Reconciles hand Events to a bounded queue
-//! that a few publishers drain, so that in a burst the API server's write
-//! rate goes to Secrets and statuses first. Under a burst Events arrive
-//! later, not never; one that finds the queue full is dropped and counted
+//! that a few publishers drain. While keys wait to be reconciled the
+//! publishers hold back — each Event waits up to `HOLD` for the line to
+//! empty — so that in a burst the API server's work goes to Secrets and
+//! statuses first: an Event costs it about what a Secret create does, and
+//! it is the shared ceiling. Under a burst Events arrive later, not never;
+//! one that finds the queue full is dropped and counted
 //! (`keymint_events_dropped_total`), never silently.
 
 use std::sync::Arc;
@@ -23,8 +26,16 @@ const CAPACITY: usize = 50_000;
 const PUBLISHERS: usize = 2;
 /// How long shutdown waits for queued Events.
 const FLUSH: Duration = Duration::from_secs(5);
+/// Longest an Event is held back for keys waiting to be reconciled: under
+/// a burst that never ends, each publisher still sends one this often.
+const HOLD: Duration = Duration::from_secs(2);
+/// How often a held-back publisher looks at the line again.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 type Job = (Event, ObjectReference);
+
+/// Whether keys are waiting to be reconciled.
+pub type Busy = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The handle reconciles push Events into.
 #[derive(Clone)]
@@ -40,11 +51,19 @@ impl EventQueue {
     /// Starts the publishers. Each Event goes through a fresh Recorder: the
     /// shared one caches every Event it published for six minutes and scans
     /// that cache on each publish (10,000 entries after 10,000 mints).
-    pub fn start(client: Client, source: Reporter, dropped: Counter) -> (EventQueue, Flush) {
+    pub fn start(
+        client: Client,
+        source: Reporter,
+        dropped: Counter,
+        busy: Busy,
+    ) -> (EventQueue, Flush) {
         let (tx, rx) = mpsc::channel::<Job>(CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         let publishers = (0..PUBLISHERS)
-            .map(|_| tokio::spawn(publish(rx.clone(), client.clone(), source.clone())))
+            .map(|_| {
+                let (rx, client, source) = (rx.clone(), client.clone(), source.clone());
+                tokio::spawn(publish(rx, client, source, busy.clone()))
+            })
             .collect();
         (EventQueue { tx, dropped }, Flush(publishers))
     }
@@ -67,15 +86,29 @@ impl Flush {
     }
 }
 
-async fn publish(rx: Arc<Mutex<mpsc::Receiver<Job>>>, client: Client, source: Reporter) {
+async fn publish(
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    client: Client,
+    source: Reporter,
+    busy: Busy,
+) {
     loop {
         let next = rx.lock().await.recv().await;
         let Some((event, reference)) = next else {
             return;
         };
+        hold_back(&busy).await;
         let recorder = Recorder::new(client.clone(), source.clone());
         if let Err(e) = recorder.publish(&event, &reference).await {
             warn!(reason = %event.reason, error = %e, "could not publish Event");
         }
+    }
+}
+
+/// Waits while keys wait to be reconciled, for at most `HOLD`.
+async fn hold_back(busy: &Busy) {
+    let until = tokio::time::Instant::now() + HOLD;
+    while busy() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(LOOK_AGAIN).await;
     }
 }

@@ -19,7 +19,7 @@ use crate::apikey::GuardedApiKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::quota::slots::Slots;
 use crate::quota::waiting::WaitingKeys;
-use crate::reconcile::events::{EventQueue, Flush};
+use crate::reconcile::events::{Busy, EventQueue, Flush};
 use crate::reconcile::own_writes::OwnWrites;
 use crate::reconcile::report::Reporter;
 use crate::reconcile::{self, Context, Failures};
@@ -223,7 +223,12 @@ async fn control(
     let _ = status.store.set(store.clone());
     tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
     let concurrency = parts.options.concurrency;
-    let (ctx, events) = context(parts, store.clone(), waiting, wake_tx, own_writes);
+    // Events hold back while keys wait in the queue (`reconcile::events`).
+    let busy: Busy = {
+        let queue = queue.clone();
+        Arc::new(move || queue.depth() > 0)
+    };
+    let (ctx, events) = context(parts, store.clone(), waiting, wake_tx, own_writes, busy);
     let ctx = Arc::new(ctx);
     // Quotas count the cache: nothing is reconciled before it is complete.
     let synced = tokio::select! {
@@ -285,6 +290,7 @@ fn context(
     waiting: Arc<WaitingKeys>,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
     own_writes: OwnWrites,
+    busy: Busy,
 ) -> (Context, Flush) {
     let Parts {
         client,
@@ -305,7 +311,7 @@ fn context(
     );
     let ledgers = Api::<ConfigMap>::namespaced(client.clone(), &options.namespace);
     let dropped = metrics.events_dropped.clone();
-    let (events, flush) = EventQueue::start(client.clone(), event_source.clone(), dropped);
+    let (events, flush) = EventQueue::start(client.clone(), event_source.clone(), dropped, busy);
     let ctx = Context {
         reporter: Reporter {
             recorder: Recorder::new(client.clone(), event_source),

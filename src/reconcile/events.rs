@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tracing::warn;
+
+use crate::apikey::ApiKey;
 
 /// Events waiting to be published; beyond this a burst drops (and counts).
 const CAPACITY: usize = 50_000;
@@ -32,7 +35,62 @@ const HOLD: Duration = Duration::from_secs(2);
 /// How often a held-back publisher looks at the line again.
 const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
-type Job = (Event, ObjectReference);
+/// A transition Event as it waits in the queue. kube's `Event` and the
+/// `ObjectReference` it is about are built when it is published: together
+/// they are ~800 bytes, and a burst holds one per key until its end.
+pub struct Notice {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: Box<str>,
+    pub regarding: Regarding,
+}
+
+/// The ApiKey an Event is about.
+pub struct Regarding {
+    namespace: Box<str>,
+    name: Box<str>,
+    uid: Box<str>,
+    resource_version: Box<str>,
+}
+
+impl Regarding {
+    pub fn of(api_key: &ApiKey) -> Regarding {
+        let meta = &api_key.metadata;
+        let text = |s: &Option<String>| s.as_deref().unwrap_or_default().into();
+        Regarding {
+            namespace: text(&meta.namespace),
+            name: text(&meta.name),
+            uid: text(&meta.uid),
+            resource_version: text(&meta.resource_version),
+        }
+    }
+
+    fn reference(&self) -> ObjectReference {
+        let filled = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        ObjectReference {
+            api_version: Some(ApiKey::api_version(&()).into_owned()),
+            kind: Some(ApiKey::kind(&()).into_owned()),
+            namespace: filled(&self.namespace),
+            name: filled(&self.name),
+            uid: filled(&self.uid),
+            resource_version: filled(&self.resource_version),
+            field_path: None,
+        }
+    }
+}
+
+impl Notice {
+    fn event(&self) -> Event {
+        Event {
+            type_: self.type_,
+            reason: self.reason.to_string(),
+            note: Some(self.note.to_string()),
+            action: self.action.to_string(),
+            secondary: None,
+        }
+    }
+}
 
 /// Whether keys are waiting to be reconciled.
 pub type Busy = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -40,7 +98,7 @@ pub type Busy = Arc<dyn Fn() -> bool + Send + Sync>;
 /// The handle reconciles push Events into.
 #[derive(Clone)]
 pub struct EventQueue {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Notice>,
     dropped: Counter,
 }
 
@@ -57,7 +115,7 @@ impl EventQueue {
         dropped: Counter,
         busy: Busy,
     ) -> (EventQueue, Flush) {
-        let (tx, rx) = mpsc::channel::<Job>(CAPACITY);
+        let (tx, rx) = mpsc::channel::<Notice>(CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         let publishers = (0..PUBLISHERS)
             .map(|_| {
@@ -69,8 +127,8 @@ impl EventQueue {
     }
 
     /// Queues an Event; never waits.
-    pub fn push(&self, event: Event, reference: ObjectReference) {
-        if self.tx.try_send((event, reference)).is_err() {
+    pub fn push(&self, notice: Notice) {
+        if self.tx.try_send(notice).is_err() {
             self.dropped.inc();
         }
     }
@@ -87,20 +145,23 @@ impl Flush {
 }
 
 async fn publish(
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    rx: Arc<Mutex<mpsc::Receiver<Notice>>>,
     client: Client,
     source: Reporter,
     busy: Busy,
 ) {
     loop {
         let next = rx.lock().await.recv().await;
-        let Some((event, reference)) = next else {
+        let Some(notice) = next else {
             return;
         };
         hold_back(&busy).await;
         let recorder = Recorder::new(client.clone(), source.clone());
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(reason = %event.reason, error = %e, "could not publish Event");
+        if let Err(e) = recorder
+            .publish(&notice.event(), &notice.regarding.reference())
+            .await
+        {
+            warn!(reason = notice.reason, error = %e, "could not publish Event");
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::apikey::action::{Action, Transition};
@@ -14,7 +14,7 @@ use crate::apikey::lifecycle::{self, conditions};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
 use crate::audit::stream::AuditLog;
 use crate::audit::{AuditError, Draft};
-use crate::reconcile::events::EventQueue;
+use crate::reconcile::events::{EventQueue, Notice, Regarding};
 
 /// Where reports go.
 pub struct Reporter {
@@ -173,14 +173,13 @@ impl Reporter {
         } else {
             info!(reason, apikey = %api_key.name_any(), key_id = status.key_id.as_deref(), "{note}");
         }
-        let event = Event {
+        self.events.push(Notice {
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action(report).to_string(),
-            secondary: None,
-        };
-        self.events.push(event, api_key.object_ref(&()));
+            reason,
+            action: action(report),
+            note: note.into(),
+            regarding: Regarding::of(api_key),
+        });
     }
 }
 

@@ -173,3 +173,52 @@ async fn hold_back(busy: &Busy) {
         tokio::time::sleep(LOOK_AGAIN).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn flag(initially: bool) -> (Arc<AtomicBool>, Busy) {
+        let flag = Arc::new(AtomicBool::new(initially));
+        let busy = flag.clone();
+        (flag, Arc::new(move || busy.load(Ordering::Relaxed)))
+    }
+
+    async fn held(busy: &Busy) -> Duration {
+        let start = tokio::time::Instant::now();
+        hold_back(busy).await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_controller_publishes_at_once() {
+        let (_, busy) = flag(false);
+        assert_eq!(held(&busy).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_waits_for_the_line_to_empty() {
+        let (line, busy) = flag(true);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            line.store(false, Ordering::Relaxed);
+        });
+        let waited = held(&busy).await;
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+        assert!(
+            waited <= Duration::from_millis(500) + LOOK_AGAIN,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_that_never_ends_still_lets_each_event_out_after_the_hold() {
+        let (_, busy) = flag(true);
+        let waited = held(&busy).await;
+        assert!(
+            waited >= HOLD && waited < HOLD + LOOK_AGAIN * 2,
+            "{waited:?}"
+        );
+    }
+}

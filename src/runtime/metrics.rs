@@ -39,6 +39,8 @@ pub struct Metrics {
     pub audit_segments_read: Gauge,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
+    /// ApiKeys due and waiting for a worker (`runtime::queue`).
+    pub queue_depth: Gauge,
     pub leader: Gauge,
     registry: Registry,
 }
@@ -65,6 +67,7 @@ impl Metrics {
             audit_appends: Counter::default(),
             audit_segments_read: Gauge::default(),
             events_dropped: Counter::default(),
+            queue_depth: Gauge::default(),
             leader: Gauge::default(),
             registry: Registry::with_prefix("keymint"),
         };
@@ -115,6 +118,16 @@ impl Metrics {
             "audit_segments_read_at_open",
             "Audit segments read when this leader opened the stream (start-up cost)",
             self.audit_segments_read.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Transition Events dropped because their queue was full",
+            self.events_dropped.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "ApiKeys due to be reconciled and waiting for a worker",
+            self.queue_depth.clone(),
         );
         r.register(
             "leader",

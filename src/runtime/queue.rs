@@ -18,6 +18,7 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -26,6 +27,8 @@ pub struct WorkQueue<K> {
     state: Mutex<State<K>>,
     /// Woken on every change a waiting worker may care about.
     changed: Notify,
+    /// How many keys are due and not running, for `/metrics`.
+    depth: Gauge,
 }
 
 struct State<K> {
@@ -46,6 +49,13 @@ const SHRINK_ABOVE: usize = 1024;
 
 impl<K: Hash + Eq + Clone> Default for WorkQueue<K> {
     fn default() -> Self {
+        WorkQueue::new(Gauge::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone> WorkQueue<K> {
+    /// A queue that keeps `depth` at the number of keys due and waiting.
+    pub fn new(depth: Gauge) -> Self {
         WorkQueue {
             state: Mutex::new(State {
                 due: VecDeque::new(),
@@ -57,14 +67,13 @@ impl<K: Hash + Eq + Clone> Default for WorkQueue<K> {
                 shut_down: false,
             }),
             changed: Notify::new(),
+            depth,
         }
     }
-}
 
-impl<K: Hash + Eq + Clone> WorkQueue<K> {
     /// Makes the key due now (a no-op if it is due already).
     pub fn add(&self, key: K) {
-        let added = self.lock().make_due(key);
+        let added = self.change(|state| state.make_due(key));
         if added {
             self.changed.notify_waiters();
         }
@@ -95,8 +104,10 @@ impl<K: Hash + Eq + Clone> WorkQueue<K> {
                     return None;
                 }
                 state.fire_timers(Instant::now());
-                if let Some(key) = state.take() {
-                    return Some(key);
+                let taken = state.take();
+                self.depth.set(state.depth());
+                if taken.is_some() {
+                    return taken;
                 }
                 state.next_timer()
             };
@@ -115,7 +126,7 @@ impl<K: Hash + Eq + Clone> WorkQueue<K> {
     /// The worker is done with `key`: if it was triggered meanwhile, it is
     /// due again (at the back of the line).
     pub fn done(&self, key: &K) {
-        let again = self.lock().finish(key);
+        let again = self.change(|state| state.finish(key));
         if again {
             self.changed.notify_waiters();
         }
@@ -132,12 +143,24 @@ impl<K: Hash + Eq + Clone> WorkQueue<K> {
         self.lock().due.len()
     }
 
+    /// Changes the state and reports the depth it leaves.
+    fn change<T>(&self, change: impl FnOnce(&mut State<K>) -> T) -> T {
+        let mut state = self.lock();
+        let result = change(&mut state);
+        self.depth.set(state.depth());
+        result
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl<K: Hash + Eq + Clone> State<K> {
+    fn depth(&self) -> i64 {
+        i64::try_from(self.due.len()).unwrap_or(i64::MAX)
+    }
+
     /// Returns whether a worker may now take it.
     fn make_due(&mut self, key: K) -> bool {
         if self.queued.contains(&key) {
@@ -335,6 +358,26 @@ mod tests {
         assert_eq!(worker.await.expect("worker"), None);
         queue.add(1);
         assert_eq!(queue.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn the_depth_gauge_counts_keys_due_and_not_running() {
+        let depth = Gauge::default();
+        let queue = WorkQueue::new(depth.clone());
+        queue.add(1);
+        queue.add(2);
+        queue.add(2);
+        assert_eq!(depth.get(), 2);
+        let key = queue.next().await.expect("key");
+        assert_eq!(depth.get(), 1);
+        queue.add(key);
+        assert_eq!(
+            depth.get(),
+            1,
+            "a running key queued again waits for its run"
+        );
+        queue.done(&key);
+        assert_eq!(depth.get(), 2);
     }
 
     #[tokio::test]

@@ -216,7 +216,7 @@ async fn control(
     let own_writes = OwnWrites::default();
     let waiting = Arc::new(WaitingKeys::default());
     let (store, writer) = reflector::store();
-    let queue = Arc::new(Queue::default());
+    let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
     let triggers = triggers(api_keys, writer, &own_writes, &waiting, &wake_tx);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));

@@ -221,6 +221,13 @@ async fn metrics_count_keys_by_phase_with_bounded_labels() {
         "{body}"
     );
     assert!(sample(&body, "keymint_reconcile_duration_seconds_count").is_some_and(|n| n >= 3.0));
+    // At rest nothing waits for a worker, and no Event was dropped.
+    assert_eq!(sample(&body, "keymint_queue_depth"), Some(0.0), "{body}");
+    assert_eq!(
+        sample(&body, "keymint_events_dropped_total"),
+        Some(0.0),
+        "{body}"
+    );
     // No label carries a name, owner or project: only phases and categories.
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         for forbidden in ["key-0", "alice", "metrics\"", &ns.name] {

@@ -2,10 +2,11 @@
 //! due ApiKey from the work queue and reconciling it, one key at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::apikey::GuardedApiKey;
@@ -63,15 +64,53 @@ async fn run(
     ctx: &Arc<Context>,
 ) -> Next {
     let reconciled = tokio::spawn(reconcile::reconcile(api_key.clone(), ctx.clone())).await;
-    match reconciled {
+    let on_error = |e| reconcile::error_policy(api_key, &e, ctx.clone());
+    next_after(reconciled, key, on_error, ctx.max_backoff)
+}
+
+/// What comes next for a key, from how its reconcile's task ended.
+fn next_after(
+    ended: Result<Result<Next, reconcile::Error>, JoinError>,
+    key: &ObjectRef<GuardedApiKey>,
+    on_error: impl FnOnce(reconcile::Error) -> Duration,
+    longest_backoff: Duration,
+) -> Next {
+    match ended {
         Ok(Ok(next)) => {
             debug!(apikey = %key, "reconciled");
             next
         }
-        Ok(Err(e)) => Next::After(reconcile::error_policy(api_key, &e, ctx.clone())),
+        Ok(Err(e)) => Next::After(on_error(e)),
         Err(panicked) => {
             error!(apikey = %key, error = %panicked, "reconcile panicked");
-            Next::After(ctx.max_backoff)
+            Next::After(longest_backoff)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reconcile_that_panics_is_retried_after_the_longest_backoff() {
+        let key = ObjectRef::new("k").within("ns");
+        let longest = Duration::from_secs(300);
+        let panicked = tokio::spawn(async { panic!("a bug in one reconcile") }).await;
+        let next = next_after(panicked, &key, |_| Duration::ZERO, longest);
+        assert_eq!(next, Next::After(longest));
+    }
+
+    #[tokio::test]
+    async fn a_failed_reconcile_is_retried_when_the_error_policy_says() {
+        let key = ObjectRef::new("k").within("ns");
+        let failed = tokio::spawn(async { Err(reconcile::Error::Stale) }).await;
+        let next = next_after(failed, &key, |_| Duration::from_secs(4), Duration::MAX);
+        assert_eq!(next, Next::After(Duration::from_secs(4)));
+        let done = tokio::spawn(async { Ok(Next::OnChange) }).await;
+        assert_eq!(
+            next_after(done, &key, |_| Duration::ZERO, Duration::MAX),
+            Next::OnChange
+        );
     }
 }

@@ -4,8 +4,8 @@
 //! that a few publishers drain. While keys wait to be reconciled the
 //! publishers hold back — each Event waits up to `HOLD` for the line to
 //! empty — so that in a burst the API server's work goes to Secrets and
-//! statuses first: an Event costs it about what a Secret create does, and
-//! it is the shared ceiling. Under a burst Events arrive later, not never;
+//! statuses first: an Event is one more write for it, as a Secret create
+//! is, and its CPU is the shared ceiling. Under a burst Events arrive later, not never;
 //! one that finds the queue full is dropped and counted
 //! (`keymint_events_dropped_total`), never silently.
 

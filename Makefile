@@ -13,12 +13,14 @@ READINESS  := $(TOOLS_BIN)/keymint-readiness
 READINESS_SOURCES := tests/gitops/go.mod tests/gitops/go.sum tests/gitops/build.sh $(wildcard tests/gitops/readiness/*.go)
 EXTAUTHZ   := $(TOOLS_BIN)/keymint-extauthz-check
 EXTAUTHZ_SOURCES := tests/extauthz/go.mod tests/extauthz/go.sum tests/extauthz/build.sh tests/extauthz/main.go
+TRAEFIK    := $(TOOLS_BIN)/traefik
+TRAEFIK_SOURCES := tests/traefik/go.mod tests/traefik/go.sum tests/traefik/build.sh
 IMAGE      ?= keymint:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 CONTAINER_ENGINE ?= podman
 IMAGE_CONTEXT := target/image
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness extauthz static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness extauthz traefik static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,7 +34,7 @@ install: ## install keymint and the kubectl plugin (kubectl-keymint, a symlink) 
 	$(CARGO) install --locked --path . --root $(PREFIX)
 	ln -sf keymint $(PREFIX)/bin/kubectl-keymint
 
-test: controlplane tools readiness extauthz static ## unit tests and end-to-end tests against a real local control plane
+test: controlplane tools readiness extauthz traefik static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
@@ -78,6 +80,11 @@ extauthz: $(EXTAUTHZ) ## build keymint-extauthz-check (tests/extauthz: an Envoy 
 
 $(EXTAUTHZ): $(EXTAUTHZ_SOURCES)
 	tests/extauthz/build.sh $(TOOLS_BIN)
+
+traefik: $(TRAEFIK) ## build traefik (tests/traefik: the version pinned in its go.mod, from the Go module proxy) into target/tools/bin
+
+$(TRAEFIK): $(TRAEFIK_SOURCES)
+	tests/traefik/build.sh $(TOOLS_BIN)
 
 static: ## keymint as one static binary (release, stripped; target/static): what `make image` puts in the image
 	tests/image/build-static.sh >/dev/null

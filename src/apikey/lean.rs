@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use kube::core::error_boundary::InvalidObject;
 use serde::{Deserialize, Deserializer};
-use serde_value::Value;
+use serde_json::value::RawValue;
 
 use crate::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
 
@@ -64,23 +64,26 @@ impl From<LeanMeta> for ObjectMeta {
 struct Wire {
     metadata: LeanMeta,
     #[serde(default)]
-    spec: Option<Value>,
+    spec: Option<Box<RawValue>>,
     #[serde(default)]
-    status: Option<Value>,
+    status: Option<Box<RawValue>>,
 }
 
 impl<'de> Deserialize<'de> for GuardedApiKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = Wire::deserialize(deserializer)?;
         let metadata = ObjectMeta::from(wire.metadata);
-        let parsed =
-            read::<ApiKeySpec>(wire.spec.unwrap_or(Value::Unit), "spec").and_then(|spec| {
-                let status = match wire.status {
-                    None | Some(Value::Unit) => None,
-                    Some(v) => Some(read::<ApiKeyStatus>(v, "status")?),
-                };
-                Ok((spec, status))
-            });
+        let parsed = match &wire.spec {
+            None => Err("spec: missing".to_string()),
+            Some(spec) => read::<ApiKeySpec>(spec, "spec"),
+        }
+        .and_then(|spec| {
+            let status = match &wire.status {
+                None => None,
+                Some(status) => Some(read::<ApiKeyStatus>(status, "status")?),
+            };
+            Ok((spec, status))
+        });
         Ok(GuardedApiKey(match parsed {
             Ok((spec, status)) => Ok(ApiKey {
                 metadata,
@@ -92,9 +95,9 @@ impl<'de> Deserialize<'de> for GuardedApiKey {
     }
 }
 
-/// `value` as a `T`, or the parser's message naming the part that failed.
-fn read<T: for<'a> Deserialize<'a>>(value: Value, part: &str) -> Result<T, String> {
-    T::deserialize(value).map_err(|e| format!("{part}: {e}"))
+/// `raw` as a `T`, or the parser's message naming the part that failed.
+fn read<T: for<'a> Deserialize<'a>>(raw: &RawValue, part: &str) -> Result<T, String> {
+    serde_json::from_str(raw.get()).map_err(|e| format!("{part}: {e}"))
 }
 
 impl Resource for GuardedApiKey {

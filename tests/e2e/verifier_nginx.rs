@@ -2,57 +2,17 @@
 //! configured as the README documents, in front of an upstream that echoes
 //! the headers it received.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DeleteParams;
 use serde_json::Value;
 
 use crate::support::nginx::Nginx;
 use crate::support::operator::Operator;
+use crate::support::upstream::Upstream;
 use crate::support::verifier::{Verifier, active_key};
 use crate::support::{TestNamespace, api_key};
-
-/// An upstream that answers every request with the headers it got (as
-/// JSON: lowercase name → values) and remembers how many it answered.
-struct Upstream {
-    addr: SocketAddr,
-    requests: Arc<Mutex<usize>>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        let requests = Arc::new(Mutex::new(0));
-        let counter = requests.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
-            let counter = counter.clone();
-            async move {
-                *counter.lock().expect("lock") += 1;
-                let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (name, value) in &headers {
-                    seen.entry(name.as_str().to_string())
-                        .or_default()
-                        .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-                }
-                axum::Json(seen)
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Upstream { addr, requests }
-    }
-
-    fn requests(&self) -> usize {
-        *self.requests.lock().expect("lock")
-    }
-}
 
 #[tokio::test]
 async fn verifier_behind_nginx_passes_the_owner_and_nothing_forged() {

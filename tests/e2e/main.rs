@@ -30,3 +30,4 @@ mod verifier;
 mod verifier_bad_input;
 mod verifier_chart;
 mod verifier_nginx;
+mod verifier_traefik;

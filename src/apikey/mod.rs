@@ -3,6 +3,7 @@
 //! and the lifecycle (next step, status, transitions). Pure: no API calls.
 
 pub mod action;
+pub mod cached;
 pub mod crd;
 pub mod key;
 pub mod lean;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::channel::mpsc::UnboundedSender;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
 use super::admission::{self, Plan, Waiting};
@@ -18,6 +18,7 @@ use super::store::{self, LedgerError, Versioned};
 use super::waiting::WaitingKeys;
 use crate::apikey::lifecycle::waits_for_slot;
 use crate::apikey::{ApiKey, GuardedApiKey};
+use crate::runtime::cache::ApiKeyCache;
 
 /// Ledger writes that lose a race are retried this many times in one
 /// request before the reconcile is retried as a whole.
@@ -53,7 +54,7 @@ pub struct Slots {
     /// The controller's cache of ApiKeys: used to find keys waiting for a
     /// slot and keys that ended, never to count minted keys (the ledger does
     /// that).
-    pub store: Store<GuardedApiKey>,
+    pub cache: Arc<ApiKeyCache>,
     /// The keys waiting for a slot, per pair (kept from the watch).
     pub waiting: Arc<WaitingKeys>,
     /// Reconciles the given ApiKeys soon: wakes keys admitted along with
@@ -73,7 +74,7 @@ impl Slots {
     pub fn new(
         client: Client,
         ledgers: Api<ConfigMap>,
-        store: Store<GuardedApiKey>,
+        cache: Arc<ApiKeyCache>,
         waiting: Arc<WaitingKeys>,
         wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
         limit: usize,
@@ -81,7 +82,7 @@ impl Slots {
         Slots {
             client,
             ledgers,
-            store,
+            cache,
             waiting,
             wake,
             limit,
@@ -215,7 +216,7 @@ impl Slots {
 
     async fn has_ended(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
         let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
-        let cached = self.store.get(&reference);
+        let cached = self.cache.get(&reference);
         let same_key = cached
             .as_deref()
             .and_then(|guarded| guarded.0.as_ref().ok())
@@ -241,7 +242,7 @@ impl Slots {
         let now = Timestamp::now();
         let mut waiting = Vec::new();
         for reference in self.waiting.of(pair) {
-            let Some(guarded) = self.store.get(&reference) else {
+            let Some(guarded) = self.cache.get(&reference) else {
                 self.waiting.forget(pair, &reference);
                 continue;
             };

@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::reflector::ObjectRef;
 use tokio::time::MissedTickBehavior;
 
+use crate::apikey::cached::CachedApiKey;
 use crate::apikey::lifecycle::verified_periodically;
-use crate::apikey::{GuardedApiKey, Phase};
 use crate::reconcile::Context;
 
 /// Runs rounds until the controller stops listening. The first round
@@ -23,8 +22,12 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
     let interval = ctx.verify_interval;
     tokio::time::sleep(interval).await;
     loop {
-        let state = ctx.slots.store.state();
-        let keys: Vec<_> = state.into_iter().filter(|k| verified(k)).collect();
+        let mut keys = Vec::new();
+        ctx.slots.cache.each(|k| {
+            if verified(k) {
+                keys.push(k.reference());
+            }
+        });
         if keys.is_empty() {
             tokio::time::sleep(interval).await;
             continue;
@@ -32,9 +35,8 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
         let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         let mut pace = tokio::time::interval((interval / count).max(Duration::from_millis(1)));
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        for key in keys {
+        for reference in keys {
             pace.tick().await;
-            let reference = ObjectRef::from_obj(&*key);
             if ctx.failures.backing_off(&reference) {
                 continue;
             }
@@ -47,9 +49,6 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
 
 /// Unreadable keys are reported once and wait for a change; readable ones
 /// are verified unless they have nothing left to verify.
-fn verified(key: &GuardedApiKey) -> bool {
-    key.0.as_ref().is_ok_and(|k| {
-        let phase = k.status.as_ref().and_then(|s| s.phase);
-        verified_periodically(phase.unwrap_or(Phase::Pending))
-    })
+fn verified(key: &CachedApiKey) -> bool {
+    key.phase().is_some_and(verified_periodically)
 }

@@ -10,12 +10,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
-use crate::apikey::GuardedApiKey;
 use crate::apikey::Phase;
-use crate::apikey::lifecycle::conditions;
+use crate::runtime::cache::ApiKeyCache;
 use crate::runtime::leader::Role;
 use crate::runtime::metrics::Metrics;
 
@@ -23,7 +21,7 @@ use crate::runtime::metrics::Metrics;
 pub struct Status {
     pub metrics: Arc<Metrics>,
     /// The leader's cache of ApiKeys, once it leads.
-    pub store: OnceLock<Store<GuardedApiKey>>,
+    pub cache: OnceLock<Arc<ApiKeyCache>>,
     pub caches_synced: AtomicBool,
     pub role: watch::Receiver<Role>,
 }
@@ -62,8 +60,8 @@ async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    if let Some(store) = status.store.get() {
-        let (counts, expiring_soon) = count_keys(store);
+    if let Some(cache) = status.cache.get() {
+        let (counts, expiring_soon) = count_keys(cache);
         status.metrics.set_key_counts(&counts, expiring_soon);
     }
     openmetrics(status.metrics.encode())
@@ -86,22 +84,20 @@ pub fn openmetrics(encoded: Result<String, std::fmt::Error>) -> axum::response::
 }
 
 /// Keys per phase in the cache, and how many Active keys expire soon.
-fn count_keys(store: &Store<GuardedApiKey>) -> (Vec<(Phase, i64)>, i64) {
+fn count_keys(cache: &ApiKeyCache) -> (Vec<(Phase, i64)>, i64) {
     let mut counts: Vec<(Phase, i64)> = Vec::new();
     let mut expiring_soon = 0;
-    for guarded in store.state() {
-        let Ok(key) = &guarded.0 else {
-            continue;
+    cache.each(|key| {
+        let Some(phase) = key.phase() else {
+            return;
         };
-        let status = key.status.as_ref();
-        let phase = status.and_then(|s| s.phase).unwrap_or(Phase::Pending);
         match counts.iter_mut().find(|(p, _)| *p == phase) {
             Some((_, n)) => *n += 1,
             None => counts.push((phase, 1)),
         }
-        if phase == Phase::Active && conditions::expiring_soon(status) {
+        if phase == Phase::Active && key.expiring_soon() {
             expiring_soon += 1;
         }
-    }
+    });
     (counts, expiring_soon)
 }

@@ -1,6 +1,7 @@
 //! `keymint run`: wiring (`run`), start-up checks (`preflight`), options,
 //! the HTTP endpoints, leader election and metrics.
 
+pub mod cache;
 pub mod http;
 pub mod leader;
 pub mod memory;

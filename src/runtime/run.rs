@@ -9,7 +9,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use thiserror::Error;
@@ -23,6 +23,7 @@ use crate::reconcile::events::{Busy, EventQueue, Flush};
 use crate::reconcile::own_writes::OwnWrites;
 use crate::reconcile::report::Reporter;
 use crate::reconcile::{self, Context, Failures};
+use crate::runtime::cache::ApiKeyCache;
 use crate::runtime::http::{self, Status};
 use crate::runtime::leader::{Election, Role};
 use crate::runtime::metrics::Metrics;
@@ -152,7 +153,7 @@ async fn serve_http(
     };
     let status = Arc::new(Status {
         metrics: metrics.clone(),
-        store: OnceLock::new(),
+        cache: OnceLock::new(),
         caches_synced: AtomicBool::new(false),
         role,
     });
@@ -215,12 +216,12 @@ async fn control(
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let own_writes = OwnWrites::default();
     let waiting = Arc::new(WaitingKeys::default());
-    let (store, writer) = reflector::store();
+    let cache = Arc::new(ApiKeyCache::default());
     let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
-    let triggers = triggers(api_keys, writer, &own_writes, &waiting, &wake_tx);
+    let triggers = triggers(api_keys, &cache, &own_writes, &waiting, &wake_tx);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
-    let _ = status.store.set(store.clone());
+    let _ = status.cache.set(cache.clone());
     tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
     let concurrency = parts.options.concurrency;
     // Events hold back while keys wait in the queue (`reconcile::events`).
@@ -228,11 +229,11 @@ async fn control(
         let queue = queue.clone();
         Arc::new(move || queue.depth() > 0)
     };
-    let (ctx, events) = context(parts, store.clone(), waiting, wake_tx, own_writes, busy);
+    let (ctx, events) = context(parts, cache.clone(), waiting, wake_tx, own_writes, busy);
     let ctx = Arc::new(ctx);
     // Quotas count the cache: nothing is reconciled before it is complete.
     let synced = tokio::select! {
-        ready = store.wait_until_ready() => ready.is_ok(),
+        () = cache.wait_until_ready() => true,
         () = &mut stop => false,
     };
     if synced {
@@ -244,7 +245,7 @@ async fn control(
             queue.shut_down();
         };
         tokio::join!(
-            workers::work(queue.clone(), store, ctx, concurrency),
+            workers::work(queue.clone(), cache, ctx, concurrency),
             shut_down
         );
     }
@@ -258,20 +259,20 @@ async fn control(
 /// reconcile.
 fn triggers(
     api_keys: Api<GuardedApiKey>,
-    writer: reflector::store::Writer<GuardedApiKey>,
+    cache: &Arc<ApiKeyCache>,
     own_writes: &OwnWrites,
     waiting: &Arc<WaitingKeys>,
     wake: &futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
 ) -> impl Stream<Item = Result<ObjectRef<GuardedApiKey>, watcher::Error>> + Send + 'static {
-    let own_writes = own_writes.clone();
+    let (own_writes, cache) = (own_writes.clone(), cache.clone());
     let (waiting, wake) = (waiting.clone(), wake.clone());
     // Lean objects (`apikey::lean`): what keymint reads, nothing else.
     watcher(api_keys, watcher::Config::default())
         .default_backoff()
-        .reflect(writer)
-        // After the cache has the change: a key that stopped holding a slot
-        // wakes the keys waiting in its pair.
+        // Into the cache first; then a key that stopped holding a slot wakes
+        // the keys waiting in its pair.
         .inspect_ok(move |event| {
+            cache.apply(event);
             for waiting in waiting.observe(event) {
                 let _ = wake.unbounded_send(waiting);
             }
@@ -286,7 +287,7 @@ fn triggers(
 
 fn context(
     parts: Parts,
-    store: Store<GuardedApiKey>,
+    cache: Arc<ApiKeyCache>,
     waiting: Arc<WaitingKeys>,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
     own_writes: OwnWrites,
@@ -322,7 +323,7 @@ fn context(
         slots: Slots::new(
             client.clone(),
             ledgers,
-            store,
+            cache,
             waiting,
             wake,
             options.max_keys_per_owner,

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::apikey::GuardedApiKey;
 use crate::reconcile::{self, Context, Next};
+use crate::runtime::cache::ApiKeyCache;
 use crate::runtime::queue::WorkQueue;
 
 pub type Queue = WorkQueue<ObjectRef<GuardedApiKey>>;
@@ -31,23 +32,18 @@ pub async fn feed<E: std::fmt::Display>(
 
 /// Runs the workers until the queue is shut down and their reconciles in
 /// flight are done.
-pub async fn work(
-    queue: Arc<Queue>,
-    store: Store<GuardedApiKey>,
-    ctx: Arc<Context>,
-    concurrency: u16,
-) {
+pub async fn work(queue: Arc<Queue>, cache: Arc<ApiKeyCache>, ctx: Arc<Context>, concurrency: u16) {
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
-        workers.spawn(worker(queue.clone(), store.clone(), ctx.clone()));
+        workers.spawn(worker(queue.clone(), cache.clone(), ctx.clone()));
     }
     workers.join_all().await;
 }
 
-async fn worker(queue: Arc<Queue>, store: Store<GuardedApiKey>, ctx: Arc<Context>) {
+async fn worker(queue: Arc<Queue>, cache: Arc<ApiKeyCache>, ctx: Arc<Context>) {
     while let Some(key) = queue.next().await {
         // Gone from the cache: deleted, nothing left to do.
-        if let Some(api_key) = store.get(&key)
+        if let Some(api_key) = cache.get(&key)
             && let Next::After(delay) = run(api_key, &key, &ctx).await
         {
             queue.add_after(key.clone(), delay);

@@ -15,11 +15,16 @@ pub const EXPIRING_SOON: &str = "ExpiringSoon";
 
 /// Whether the condition `type_` is True in `status`.
 pub fn is_true(status: Option<&ApiKeyStatus>, type_: &str) -> bool {
-    status.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    })
+    status.is_some_and(|s| true_among(s.conditions.iter().map(|c| (&*c.type_, &*c.status)), type_))
+}
+
+/// Whether the condition `type_` is True among conditions given as
+/// (type, status): the same rule, for a status held in another form.
+pub fn true_among<'a>(
+    mut conditions: impl Iterator<Item = (&'a str, &'a str)>,
+    type_: &str,
+) -> bool {
+    conditions.any(|(t, status)| t == type_ && status == "True")
 }
 
 /// The one rule for "expiring soon": the ExpiringSoon condition is True

@@ -1,0 +1,473 @@
+//! An ApiKey as the controller's cache holds it: the lean ApiKey of
+//! `apikey::lean` (the fields keymint reads), packed. A whole `ApiKey`
+//! carries an `ObjectMeta` of some 30 optional fields and a `String` for
+//! every word of its status; most of those bytes are empty fields and words
+//! that every key repeats ("Ready", "True", the project, the owner, the
+//! replica's name). Here the empty fields are not there, repeated words are
+//! shared (`Words`), and times are bare timestamps. A reconcile gets the
+//! `ApiKey` back, rebuilt field for field (`api_key`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::apikey::lifecycle::conditions;
+use crate::apikey::{
+    ApiKey, ApiKeySpec, ApiKeyStatus, GuardedApiKey, Phase, SecretTemplate, TransitionRecord,
+};
+
+/// Words that many cached keys repeat, held once. A word no key uses any
+/// more is let go when the table has doubled since it was last swept.
+#[derive(Default)]
+pub struct Words {
+    table: HashSet<Arc<str>>,
+    swept_at: usize,
+}
+
+impl Words {
+    pub fn word(&mut self, text: &str) -> Arc<str> {
+        if let Some(word) = self.table.get(text) {
+            return word.clone();
+        }
+        if self.table.len() >= 2 * self.swept_at.max(64) {
+            self.table.retain(|w| Arc::strong_count(w) > 1);
+            self.swept_at = self.table.len();
+        }
+        let word: Arc<str> = Arc::from(text);
+        self.table.insert(word.clone());
+        word
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// One cached ApiKey: who it is, and its spec and status (or why they
+/// cannot be read).
+#[derive(Debug)]
+pub struct CachedApiKey {
+    namespace: Option<Arc<str>>,
+    name: Box<str>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    generation: Option<i64>,
+    created: Option<Timestamp>,
+    deleting: Option<Timestamp>,
+    finalizers: Option<Box<[Arc<str>]>>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Readable(Box<Readable>),
+    Unreadable(Box<str>),
+}
+
+#[derive(Debug)]
+struct Readable {
+    spec: Spec,
+    status: Option<Status>,
+}
+
+#[derive(Debug)]
+struct Spec {
+    project: Arc<str>,
+    owner: Arc<str>,
+    expires_at: Option<Timestamp>,
+    show_once: Option<bool>,
+    /// What most keys leave out, boxed so that leaving it out costs a word.
+    rest: Option<Box<SpecRest>>,
+}
+
+#[derive(Debug)]
+struct SpecRest {
+    description: Option<String>,
+    secret_name: Option<String>,
+    secret_template: Option<SecretTemplate>,
+}
+
+#[derive(Debug)]
+struct Status {
+    phase: Option<Phase>,
+    observed_generation: Option<i64>,
+    conditions: Box<[CachedCondition]>,
+    key_id: Option<Box<str>>,
+    key_hash: Option<Box<str>>,
+    secret_name: Option<Box<str>>,
+    minted_at: Option<Timestamp>,
+    revealed_at: Option<Timestamp>,
+    last_transitions: Box<[CachedTransition]>,
+}
+
+#[derive(Debug)]
+struct CachedCondition {
+    type_: Arc<str>,
+    status: Arc<str>,
+    reason: Arc<str>,
+    message: Box<str>,
+    observed_generation: Option<i64>,
+    last_transition_time: Timestamp,
+}
+
+#[derive(Debug)]
+struct CachedTransition {
+    record: TransitionRecordWithoutInstance,
+    instance: Arc<str>,
+}
+
+/// A transition record but its instance, which `CachedTransition` shares.
+#[derive(Debug)]
+struct TransitionRecordWithoutInstance {
+    number: u64,
+    action: crate::apikey::action::Transition,
+    time: crate::apikey::TransitionTime,
+}
+
+impl CachedApiKey {
+    pub fn new(watched: &GuardedApiKey, words: &mut Words) -> CachedApiKey {
+        let (metadata, body) = match &watched.0 {
+            Ok(api_key) => (
+                &api_key.metadata,
+                Body::Readable(Box::new(Readable {
+                    spec: Spec::new(&api_key.spec, words),
+                    status: api_key.status.as_ref().map(|s| Status::new(s, words)),
+                })),
+            ),
+            Err(invalid) => (
+                &invalid.metadata,
+                Body::Unreadable(invalid.error.as_str().into()),
+            ),
+        };
+        CachedApiKey {
+            namespace: metadata.namespace.as_deref().map(|n| words.word(n)),
+            name: metadata.name.as_deref().unwrap_or_default().into(),
+            uid: metadata.uid.as_deref().map(Into::into),
+            resource_version: metadata.resource_version.as_deref().map(Into::into),
+            generation: metadata.generation,
+            created: metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            finalizers: metadata
+                .finalizers
+                .as_ref()
+                .map(|f| f.iter().map(|f| words.word(f)).collect()),
+            body,
+        }
+    }
+
+    /// Namespace and name: the key's identity in the cache.
+    pub fn name_pair(&self) -> (Option<&str>, &str) {
+        (self.namespace.as_deref(), &self.name)
+    }
+
+    /// The watched ApiKey again, as `apikey::lean` parsed it.
+    pub fn api_key(&self) -> GuardedApiKey {
+        let metadata = self.metadata();
+        GuardedApiKey(match &self.body {
+            Body::Readable(readable) => Ok(ApiKey {
+                metadata,
+                spec: readable.spec.spec(),
+                status: readable.status.as_ref().map(Status::status),
+            }),
+            Body::Unreadable(error) => Err(InvalidObject {
+                error: error.to_string(),
+                metadata,
+            }),
+        })
+    }
+
+    pub fn reference(&self) -> ObjectRef<GuardedApiKey> {
+        let reference = ObjectRef::new(&self.name);
+        match &self.namespace {
+            Some(namespace) => reference.within(namespace),
+            None => reference,
+        }
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The phase of a readable key (Pending before keymint wrote one);
+    /// None for an unreadable one.
+    pub fn phase(&self) -> Option<Phase> {
+        match &self.body {
+            Body::Readable(r) => Some(
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .unwrap_or(Phase::Pending),
+            ),
+            Body::Unreadable(_) => None,
+        }
+    }
+
+    /// Whether the key's `ExpiringSoon` condition is True (the rule is
+    /// `conditions::expiring_soon`'s, read without rebuilding the status).
+    pub fn expiring_soon(&self) -> bool {
+        let Body::Readable(r) = &self.body else {
+            return false;
+        };
+        r.status.as_ref().is_some_and(|s| {
+            conditions::true_among(
+                s.conditions.iter().map(|c| (&*c.type_, &*c.status)),
+                conditions::EXPIRING_SOON,
+            )
+        })
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.to_string()),
+            namespace: self.namespace.as_deref().map(str::to_string),
+            uid: self.uid.as_deref().map(str::to_string),
+            resource_version: self.resource_version.as_deref().map(str::to_string),
+            generation: self.generation,
+            creation_timestamp: self.created.map(Time),
+            deletion_timestamp: self.deleting.map(Time),
+            finalizers: self
+                .finalizers
+                .as_ref()
+                .map(|f| f.iter().map(|f| f.to_string()).collect()),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+impl Spec {
+    fn new(spec: &ApiKeySpec, words: &mut Words) -> Spec {
+        let rest = (spec.description.is_some()
+            || spec.secret_name.is_some()
+            || spec.secret_template.is_some())
+        .then(|| {
+            Box::new(SpecRest {
+                description: spec.description.clone(),
+                secret_name: spec.secret_name.clone(),
+                secret_template: spec.secret_template.clone(),
+            })
+        });
+        Spec {
+            project: words.word(&spec.project),
+            owner: words.word(&spec.owner),
+            expires_at: spec.expires_at.as_ref().map(|t| t.0),
+            show_once: spec.show_once,
+            rest,
+        }
+    }
+
+    fn spec(&self) -> ApiKeySpec {
+        let rest = self.rest.as_deref();
+        ApiKeySpec {
+            project: self.project.to_string(),
+            owner: self.owner.to_string(),
+            description: rest.and_then(|r| r.description.clone()),
+            expires_at: self.expires_at.map(Time),
+            secret_name: rest.and_then(|r| r.secret_name.clone()),
+            secret_template: rest.and_then(|r| r.secret_template.clone()),
+            show_once: self.show_once,
+        }
+    }
+}
+
+impl Status {
+    fn new(status: &ApiKeyStatus, words: &mut Words) -> Status {
+        let text = |s: &Option<String>| s.as_deref().map(Into::into);
+        Status {
+            phase: status.phase,
+            observed_generation: status.observed_generation,
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| CachedCondition {
+                    type_: words.word(&c.type_),
+                    status: words.word(&c.status),
+                    reason: words.word(&c.reason),
+                    message: c.message.as_str().into(),
+                    observed_generation: c.observed_generation,
+                    last_transition_time: c.last_transition_time.0,
+                })
+                .collect(),
+            key_id: text(&status.key_id),
+            key_hash: text(&status.key_hash),
+            secret_name: text(&status.secret_name),
+            minted_at: status.minted_at.as_ref().map(|t| t.0),
+            revealed_at: status.revealed_at.as_ref().map(|t| t.0),
+            last_transitions: status
+                .last_transitions
+                .iter()
+                .map(|t| CachedTransition {
+                    instance: words.word(&t.instance),
+                    record: TransitionRecordWithoutInstance {
+                        number: t.number,
+                        action: t.action,
+                        time: t.time,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn status(&self) -> ApiKeyStatus {
+        let text = |s: &Option<Box<str>>| s.as_deref().map(str::to_string);
+        ApiKeyStatus {
+            phase: self.phase,
+            conditions: self
+                .conditions
+                .iter()
+                .map(|c| Condition {
+                    type_: c.type_.to_string(),
+                    status: c.status.to_string(),
+                    reason: c.reason.to_string(),
+                    message: c.message.to_string(),
+                    observed_generation: c.observed_generation,
+                    last_transition_time: Time(c.last_transition_time),
+                })
+                .collect(),
+            observed_generation: self.observed_generation,
+            key_id: text(&self.key_id),
+            key_hash: text(&self.key_hash),
+            secret_name: text(&self.secret_name),
+            minted_at: self.minted_at.map(Time),
+            revealed_at: self.revealed_at.map(Time),
+            last_transitions: self
+                .last_transitions
+                .iter()
+                .map(|t| TransitionRecord {
+                    number: t.record.number,
+                    action: t.record.action,
+                    time: t.record.time,
+                    instance: t.instance.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An ApiKey with every field keymint reads set, as the watch parses it.
+    fn watched(status: serde_json::Value) -> GuardedApiKey {
+        let object = json!({
+            "apiVersion": "keymint.dev/v1alpha1",
+            "kind": "ApiKey",
+            "metadata": {
+                "name": "ci", "namespace": "payments", "uid": "0b7c6e2a-1111-4222-8333-444455556666",
+                "resourceVersion": "42", "generation": 2,
+                "creationTimestamp": "2026-12-01T10:00:00Z",
+                "deletionTimestamp": "2026-12-02T10:00:00Z",
+                "finalizers": ["keymint.dev/cleanup", "example.com/hold"]
+            },
+            "spec": {
+                "project": "payments", "owner": "alice@example.com", "description": "CI",
+                "expiresAt": "2027-01-01T00:00:00Z", "secretName": "ci-key", "showOnce": false,
+                "secretTemplate": {"labels": {"team": "payments"}, "annotations": {"a": "b"}}
+            },
+            "status": status
+        });
+        serde_json::from_str(&object.to_string()).expect("parses")
+    }
+
+    fn full_status() -> serde_json::Value {
+        json!({
+            "phase": "Active", "observedGeneration": 2,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Minted", "message": "the key is in Secret ci-key",
+                 "observedGeneration": 2, "lastTransitionTime": "2026-12-01T10:00:01Z"},
+                {"type": "ExpiringSoon", "status": "True", "reason": "ExpiresSoon", "message": "soon",
+                 "observedGeneration": 2, "lastTransitionTime": "2026-12-01T10:00:02Z"}
+            ],
+            "keyId": "km_Sdz7gm2XJHwC", "keyHash": "sha256:00ff", "secretName": "ci-key",
+            "mintedAt": "2026-12-01T10:00:01Z", "revealedAt": "2026-12-01T10:00:03Z",
+            "lastTransitions": [{"number": 1, "action": "minted", "time": "2026-12-01T10:00:01.123456789Z",
+                                 "instance": "keymint-7d9f-abcde"}]
+        })
+    }
+
+    fn assert_same(before: &ApiKey, after: &ApiKey) {
+        assert_eq!(before.metadata, after.metadata);
+        assert_eq!(before.spec, after.spec);
+        assert_eq!(before.status, after.status);
+    }
+
+    fn round_trip(watched: GuardedApiKey) -> (GuardedApiKey, GuardedApiKey) {
+        let mut words = Words::default();
+        let cached = CachedApiKey::new(&watched, &mut words);
+        (watched, cached.api_key())
+    }
+
+    #[test]
+    fn gives_back_the_api_key_it_was_given() {
+        let (before, after) = round_trip(watched(full_status()));
+        let (Ok(before), Ok(after)) = (before.0, after.0) else {
+            panic!("readable");
+        };
+        assert_same(&before, &after);
+        assert!(after.status.is_some() && after.spec.secret_template.is_some());
+    }
+
+    #[test]
+    fn gives_back_a_key_without_status_or_optional_fields() {
+        let mut words = Words::default();
+        let object = json!({
+            "metadata": {"name": "bare", "namespace": "ns"},
+            "spec": {"project": "p", "owner": "o"}
+        });
+        let bare: GuardedApiKey = serde_json::from_str(&object.to_string()).expect("parses");
+        let cached = CachedApiKey::new(&bare, &mut words);
+        let (Ok(before), Ok(after)) = (bare.0, cached.api_key().0) else {
+            panic!("readable");
+        };
+        assert_same(&before, &after);
+        assert_eq!(cached.phase(), Some(Phase::Pending));
+        assert!(!cached.expiring_soon());
+    }
+
+    #[test]
+    fn an_unreadable_key_stays_unreadable_with_its_name_and_reason() {
+        let (before, after) = round_trip(watched(json!({"phase": "Sideways"})));
+        let (Err(before), Err(after)) = (before.0, after.0) else {
+            panic!("unreadable");
+        };
+        assert_eq!(before.error, after.error);
+        assert_eq!(before.metadata, after.metadata);
+    }
+
+    #[test]
+    fn reads_phase_expiry_warning_and_reference_without_rebuilding() {
+        let mut words = Words::default();
+        let cached = CachedApiKey::new(&watched(full_status()), &mut words);
+        assert_eq!(cached.phase(), Some(Phase::Active));
+        assert!(cached.expiring_soon());
+        assert_eq!(cached.reference(), ObjectRef::new("ci").within("payments"));
+        let unreadable = CachedApiKey::new(&watched(json!({"phase": 3})), &mut words);
+        assert_eq!(unreadable.phase(), None);
+    }
+
+    #[test]
+    fn keys_share_their_repeated_words_and_unused_ones_are_let_go() {
+        let mut words = Words::default();
+        let a = CachedApiKey::new(&watched(full_status()), &mut words);
+        let b = CachedApiKey::new(&watched(full_status()), &mut words);
+        let (Body::Readable(ra), Body::Readable(rb)) = (&a.body, &b.body) else {
+            panic!("readable");
+        };
+        assert!(Arc::ptr_eq(&ra.spec.owner, &rb.spec.owner));
+        drop((a, b));
+        for n in 0..200 {
+            words.word(&format!("owner-{n}"));
+        }
+        assert!(words.len() < 200, "{} words kept", words.len());
+    }
+}

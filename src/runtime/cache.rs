@@ -1,0 +1,201 @@
+//! The controller's cache of ApiKeys, kept from the watch. It does what
+//! kube's reflector store does — the latest version of every key, a relist
+//! swapped in whole when it is complete, "ready" once the first list is in —
+//! but holds each key packed (`apikey::cached`): kube's store keeps an `Arc`
+//! of each object as the watch delivered it, which at 10,000 keys was most
+//! of keymint's heap at rest.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::HashTable;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
+use tokio::sync::watch;
+
+use crate::apikey::GuardedApiKey;
+use crate::apikey::cached::{CachedApiKey, Words};
+
+pub struct ApiKeyCache {
+    state: RwLock<State>,
+    ready: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: Keys,
+    /// A relist in progress: what it has delivered so far. It replaces
+    /// `keys` when it is done, so that readers never see a half list.
+    relist: Option<Keys>,
+    words: Words,
+}
+
+/// The keys by namespace and name, each held once, in place.
+#[derive(Default)]
+struct Keys {
+    table: HashTable<CachedApiKey>,
+    hasher: RandomState,
+}
+
+impl Default for ApiKeyCache {
+    fn default() -> ApiKeyCache {
+        ApiKeyCache {
+            state: RwLock::default(),
+            ready: watch::Sender::new(false),
+        }
+    }
+}
+
+impl ApiKeyCache {
+    /// Takes in one watch event, as kube's reflector would.
+    pub fn apply(&self, event: &Event<GuardedApiKey>) {
+        let mut state = self.write();
+        let State {
+            keys,
+            relist,
+            words,
+        } = &mut *state;
+        match event {
+            Event::Apply(api_key) => keys.insert(CachedApiKey::new(api_key, words)),
+            Event::Delete(api_key) => keys.remove(&ObjectRef::from_obj(api_key)),
+            Event::Init => *relist = Some(Keys::default()),
+            Event::InitApply(api_key) => relist
+                .get_or_insert_with(Keys::default)
+                .insert(CachedApiKey::new(api_key, words)),
+            Event::InitDone => {
+                if let Some(mut listed) = relist.take() {
+                    listed
+                        .table
+                        .shrink_to_fit(|k| listed.hasher.hash_one(k.name_pair()));
+                    *keys = listed;
+                }
+                self.ready.send_replace(true);
+            }
+        }
+    }
+
+    /// Resolves once the first list is in.
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// The key as last watched, rebuilt from its packed form.
+    pub fn get(&self, key: &ObjectRef<GuardedApiKey>) -> Option<Arc<GuardedApiKey>> {
+        let state = self.read();
+        state.keys.get(key).map(|k| Arc::new(k.api_key()))
+    }
+
+    /// Visits every cached key (under the cache's read lock: keep it short).
+    pub fn each(&self, mut visit: impl FnMut(&CachedApiKey)) {
+        self.read().keys.table.iter().for_each(&mut visit);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Keys {
+    fn insert(&mut self, key: CachedApiKey) {
+        let hash = self.hasher.hash_one(key.name_pair());
+        let hasher = &self.hasher;
+        match self.table.entry(
+            hash,
+            |k| k.name_pair() == key.name_pair(),
+            |k| hasher.hash_one(k.name_pair()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = key,
+            hashbrown::hash_table::Entry::Vacant(free) => {
+                free.insert(key);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ObjectRef<GuardedApiKey>) {
+        let wanted = (key.namespace.as_deref(), key.name.as_str());
+        let hash = self.hasher.hash_one(wanted);
+        if let Ok(held) = self.table.find_entry(hash, |k| k.name_pair() == wanted) {
+            held.remove();
+        }
+    }
+
+    fn get(&self, key: &ObjectRef<GuardedApiKey>) -> Option<&CachedApiKey> {
+        let wanted = (key.namespace.as_deref(), key.name.as_str());
+        let hash = self.hasher.hash_one(wanted);
+        self.table.find(hash, |k| k.name_pair() == wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apikey::Phase;
+    use serde_json::json;
+
+    fn key(name: &str, phase: &str) -> GuardedApiKey {
+        let object = json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"project": "p", "owner": "o"},
+            "status": {"phase": phase}
+        });
+        serde_json::from_value(object).expect("parses")
+    }
+
+    fn phase_of(cache: &ApiKeyCache, name: &str) -> Option<Phase> {
+        let got = cache.get(&ObjectRef::new(name).within("ns"))?;
+        let api_key = got.0.as_ref().ok()?;
+        api_key.status.as_ref()?.phase
+    }
+
+    fn names(cache: &ApiKeyCache) -> Vec<String> {
+        let mut names = Vec::new();
+        cache.each(|k| names.push(k.name().to_string()));
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn keeps_the_latest_version_of_each_key_and_forgets_deleted_ones() {
+        let cache = ApiKeyCache::default();
+        cache.apply(&Event::Apply(key("a", "Pending")));
+        cache.apply(&Event::Apply(key("b", "Active")));
+        cache.apply(&Event::Apply(key("a", "Active")));
+        assert_eq!(phase_of(&cache, "a"), Some(Phase::Active));
+        cache.apply(&Event::Delete(key("b", "Active")));
+        assert_eq!(phase_of(&cache, "b"), None);
+        assert_eq!(names(&cache), ["a"]);
+        assert!(cache.get(&ObjectRef::new("a").within("other")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_relist_replaces_the_keys_when_it_is_done_and_makes_the_cache_ready() {
+        let cache = ApiKeyCache::default();
+        cache.apply(&Event::Apply(key("gone", "Active")));
+        cache.apply(&Event::Init);
+        cache.apply(&Event::InitApply(key("new", "Active")));
+        // Until the relist is done, readers see the keys before it.
+        assert_eq!(names(&cache), ["gone"]);
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            cache.wait_until_ready(),
+        );
+        assert!(waiting.await.is_err(), "ready before the first list is in");
+        cache.apply(&Event::InitDone);
+        assert_eq!(names(&cache), ["new"]);
+        cache.wait_until_ready().await;
+    }
+
+    #[test]
+    fn an_unreadable_key_is_kept_with_its_name() {
+        let cache = ApiKeyCache::default();
+        cache.apply(&Event::Apply(key("bad", "Sideways")));
+        let got = cache.get(&ObjectRef::new("bad").within("ns"));
+        assert!(got.is_some_and(|k| k.0.is_err()));
+    }
+}

@@ -36,17 +36,21 @@ impl WaitingKeys {
                     return Vec::new();
                 };
                 let reference = ObjectRef::from_obj(guarded);
+                let key = pair_key(api_key);
                 let mut by_pair = self.lock();
-                let waiting = by_pair.entry(pair_key(api_key)).or_default();
                 if waits_for_slot(api_key, Timestamp::now()) {
-                    waiting.insert(reference);
-                } else {
+                    by_pair.entry(key.clone()).or_default().insert(reference);
+                } else if let Some(waiting) = by_pair.get_mut(&key) {
                     waiting.remove(&reference);
+                    // Most pairs have no key waiting: they hold no entry.
+                    if waiting.is_empty() {
+                        by_pair.remove(&key);
+                    }
                 }
                 let freed = matches!(event, Event::Apply(_)) && slot_freed(api_key.status.as_ref());
-                match freed {
-                    true => waiting.iter().cloned().collect(),
-                    false => Vec::new(),
+                match (freed, by_pair.get(&key)) {
+                    (true, Some(waiting)) => waiting.iter().cloned().collect(),
+                    _ => Vec::new(),
                 }
             }
             Event::Delete(guarded) => {
@@ -144,6 +148,19 @@ mod tests {
         index.observe(&Event::Apply(api_key("a", "alice", Some(Phase::Active))));
         index.observe(&Event::Apply(api_key("b", "alice", Some(Phase::Conflict))));
         assert!(index.of(&ALICE).is_empty());
+        let pairs = |index: &WaitingKeys| index.lock().keys().cloned().collect::<Vec<_>>();
+        let bob = ("p".to_string(), "bob".to_string());
+        assert_eq!(
+            pairs(&index),
+            std::slice::from_ref(&bob),
+            "a pair with no key waiting holds no entry"
+        );
+        index.observe(&Event::InitApply(api_key(
+            "m",
+            "carol",
+            Some(Phase::Active),
+        )));
+        assert_eq!(pairs(&index), [bob]);
     }
 
     #[test]

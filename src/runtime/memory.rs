@@ -4,7 +4,11 @@
 //! around the few bytes kept of each: both processes ask it to give the
 //! pages back when a burst is likely over.
 
+use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::runtime::queue::WorkQueue;
 
 /// Gives free heap pages back to the kernel (glibc, which the image's
 /// static build uses too; a no-op on other C libraries).
@@ -16,15 +20,19 @@ pub fn return_freed_memory() {
     }
 }
 
-/// Every `period`, for as long as the process runs: a trim costs a walk of
-/// the free lists (milliseconds at tens of MiB), so a burst's leftovers are
-/// gone within one period of it ending.
-pub async fn trim_periodically(period: Duration) {
+/// As soon as `queue` has worked through a burst (the initial list after a
+/// start, a mass create), and every `period` besides, for as long as the
+/// process runs: a trim costs a walk of the free lists (milliseconds at tens
+/// of MiB), and what a burst's reconciles freed is then given back at once.
+pub async fn trim_after_bursts<K: Hash + Eq + Clone>(period: Duration, queue: Arc<WorkQueue<K>>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = queue.drained() => {}
+        }
         return_freed_memory();
     }
 }

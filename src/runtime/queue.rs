@@ -29,6 +29,8 @@ pub struct WorkQueue<K> {
     changed: Notify,
     /// How many keys are due and not running, for `/metrics`.
     depth: Gauge,
+    /// Told when a burst is over (`drained`).
+    drained: Notify,
 }
 
 struct State<K> {
@@ -41,11 +43,16 @@ struct State<K> {
     timers: BTreeMap<(Instant, u64), K>,
     timer_of: HashMap<K, (Instant, u64)>,
     sequence: u64,
+    /// Keys handed out since the queue was last idle.
+    taken_since_idle: usize,
     shut_down: bool,
 }
 
 /// Tables this big that have emptied give their memory back.
 const SHRINK_ABOVE: usize = 1024;
+
+/// This many keys handed out before the queue goes idle make a burst.
+const BURST: usize = 256;
 
 impl<K: Hash + Eq + Clone> Default for WorkQueue<K> {
     fn default() -> Self {
@@ -64,10 +71,12 @@ impl<K: Hash + Eq + Clone> WorkQueue<K> {
                 timers: BTreeMap::new(),
                 timer_of: HashMap::new(),
                 sequence: 0,
+                taken_since_idle: 0,
                 shut_down: false,
             }),
             changed: Notify::new(),
             depth,
+            drained: Notify::new(),
         }
     }
 
@@ -126,10 +135,20 @@ impl<K: Hash + Eq + Clone> WorkQueue<K> {
     /// The worker is done with `key`: if it was triggered meanwhile, it is
     /// due again (at the back of the line).
     pub fn done(&self, key: &K) {
-        let again = self.change(|state| state.finish(key));
+        let (again, burst_over) = self.change(|state| (state.finish(key), state.burst_over()));
         if again {
             self.changed.notify_waiters();
         }
+        if burst_over {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Resolves once a burst of work (an initial list, a mass create) is
+    /// over: the queue went idle after handing out many keys. Their
+    /// reconciles' memory is then free to hand back (`runtime::memory`).
+    pub async fn drained(&self) {
+        self.drained.notified().await;
     }
 
     /// Workers get `None` from now on.
@@ -219,6 +238,7 @@ impl<K: Hash + Eq + Clone> State<K> {
         let key = self.due.pop_front()?;
         self.queued.remove(&key);
         self.running.insert(key.clone());
+        self.taken_since_idle += 1;
         Some(key)
     }
 
@@ -231,6 +251,16 @@ impl<K: Hash + Eq + Clone> State<K> {
         }
         self.shrink_if_idle();
         again
+    }
+
+    /// Whether the queue just went idle after a burst (once per burst).
+    fn burst_over(&mut self) -> bool {
+        if !(self.due.is_empty() && self.running.is_empty()) {
+            return false;
+        }
+        let burst = self.taken_since_idle >= BURST;
+        self.taken_since_idle = 0;
+        burst
     }
 
     /// A burst or the initial list leaves big, empty tables behind.
@@ -253,6 +283,7 @@ impl<K: Hash + Eq + Clone> State<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use std::sync::Arc;
 
     async fn take_all_due(queue: &WorkQueue<u32>) -> Vec<u32> {
@@ -394,5 +425,29 @@ mod tests {
         assert!(state.due.capacity() <= SHRINK_ABOVE);
         assert!(state.queued.capacity() <= SHRINK_ABOVE);
         assert!(state.running.capacity() <= SHRINK_ABOVE);
+    }
+
+    #[tokio::test]
+    async fn a_burst_worked_through_is_told_once_and_a_trickle_never() {
+        let queue = WorkQueue::default();
+        let told = |queue: &WorkQueue<i32>| queue.drained().now_or_never().is_some();
+        for key in 0..10 {
+            queue.add(key);
+            let key = queue.next().await.expect("key");
+            queue.done(&key);
+        }
+        assert!(!told(&queue), "ten keys one by one are no burst");
+        for key in 0..BURST as i32 {
+            queue.add(key);
+        }
+        let first = queue.next().await.expect("key");
+        while queue.depth() > 0 {
+            let key = queue.next().await.expect("key");
+            queue.done(&key);
+        }
+        assert!(!told(&queue), "not over while a key still runs");
+        queue.done(&first);
+        assert!(told(&queue));
+        assert!(!told(&queue), "once per burst");
     }
 }

@@ -222,7 +222,10 @@ async fn control(
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
     let _ = status.cache.set(cache.clone());
-    tokio::spawn(crate::runtime::memory::trim_periodically(TRIM_PERIOD));
+    tokio::spawn(crate::runtime::memory::trim_after_bursts(
+        TRIM_PERIOD,
+        queue.clone(),
+    ));
     let concurrency = parts.options.concurrency;
     // Events hold back while keys wait in the queue (`reconcile::events`).
     let busy: Busy = {

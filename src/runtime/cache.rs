@@ -30,10 +30,11 @@ struct State {
     words: Words,
 }
 
-/// The keys by namespace and name, each held once, in place.
+/// The keys by namespace and name. Boxed: a table keeps up to twice as
+/// many slots as keys, and an empty slot then costs a pointer, not a key.
 #[derive(Default)]
 struct Keys {
-    table: HashTable<CachedApiKey>,
+    table: HashTable<Box<CachedApiKey>>,
     hasher: RandomState,
 }
 
@@ -89,7 +90,7 @@ impl ApiKeyCache {
 
     /// Visits every cached key (under the cache's read lock: keep it short).
     pub fn each(&self, mut visit: impl FnMut(&CachedApiKey)) {
-        self.read().keys.table.iter().for_each(&mut visit);
+        self.read().keys.table.iter().for_each(|k| visit(k));
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -103,6 +104,7 @@ impl ApiKeyCache {
 
 impl Keys {
     fn insert(&mut self, key: CachedApiKey) {
+        let key = Box::new(key);
         let hash = self.hasher.hash_one(key.name_pair());
         let hasher = &self.hasher;
         match self.table.entry(
@@ -128,7 +130,9 @@ impl Keys {
     fn get(&self, key: &ObjectRef<GuardedApiKey>) -> Option<&CachedApiKey> {
         let wanted = (key.namespace.as_deref(), key.name.as_str());
         let hash = self.hasher.hash_one(wanted);
-        self.table.find(hash, |k| k.name_pair() == wanted)
+        self.table
+            .find(hash, |k| k.name_pair() == wanted)
+            .map(|k| &**k)
     }
 }
 

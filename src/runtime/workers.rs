@@ -14,7 +14,9 @@ use crate::reconcile::{self, Context, Next};
 use crate::runtime::cache::ApiKeyCache;
 use crate::runtime::queue::WorkQueue;
 
-pub type Queue = WorkQueue<ObjectRef<GuardedApiKey>>;
+/// A queued key is held twice (in line, and in the set that keeps it
+/// queued once): shared, it costs one copy of its name and namespace.
+pub type Queue = WorkQueue<Arc<ObjectRef<GuardedApiKey>>>;
 
 /// Queues every key the triggers name, until they end.
 pub async fn feed<E: std::fmt::Display>(
@@ -24,7 +26,7 @@ pub async fn feed<E: std::fmt::Display>(
     futures::pin_mut!(triggers);
     while let Some(trigger) = triggers.next().await {
         match trigger {
-            Ok(key) => queue.add(key),
+            Ok(key) => queue.add(Arc::new(key)),
             Err(e) => warn!(error = %e, "watching ApiKeys"),
         }
     }

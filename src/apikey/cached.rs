@@ -13,7 +13,6 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::core::error_boundary::InvalidObject;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::apikey::lifecycle::conditions;
 use crate::apikey::{
@@ -179,14 +178,6 @@ impl CachedApiKey {
                 metadata,
             }),
         })
-    }
-
-    pub fn reference(&self) -> ObjectRef<GuardedApiKey> {
-        let reference = ObjectRef::new(&self.name);
-        match &self.namespace {
-            Some(namespace) => reference.within(namespace),
-            None => reference,
-        }
     }
 
     pub fn namespace(&self) -> Option<&str> {
@@ -445,12 +436,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_phase_expiry_warning_and_reference_without_rebuilding() {
+    fn reads_name_phase_and_expiry_warning_without_rebuilding() {
         let mut words = Words::default();
         let cached = CachedApiKey::new(&watched(full_status()), &mut words);
         assert_eq!(cached.phase(), Some(Phase::Active));
         assert!(cached.expiring_soon());
-        assert_eq!(cached.reference(), ObjectRef::new("ci").within("payments"));
+        assert_eq!(cached.name_pair(), (Some("payments"), "ci"));
         let unreadable = CachedApiKey::new(&watched(json!({"phase": 3})), &mut words);
         assert_eq!(unreadable.phase(), None);
     }

@@ -22,12 +22,7 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
     let interval = ctx.verify_interval;
     tokio::time::sleep(interval).await;
     loop {
-        let mut keys = Vec::new();
-        ctx.slots.cache.each(|k| {
-            if verified(k) {
-                keys.push(k.reference());
-            }
-        });
+        let keys = ctx.slots.cache.references(verified);
         if keys.is_empty() {
             tokio::time::sleep(interval).await;
             continue;

@@ -93,6 +93,25 @@ impl ApiKeyCache {
         self.read().keys.table.iter().for_each(|k| visit(k));
     }
 
+    /// The keys that `wanted` picks, by reference.
+    pub fn references(
+        &self,
+        wanted: impl Fn(&CachedApiKey) -> bool,
+    ) -> Vec<ObjectRef<GuardedApiKey>> {
+        let mut picked = Vec::new();
+        self.each(|k| {
+            if wanted(k) {
+                let (namespace, name) = k.name_pair();
+                let reference = ObjectRef::new(name);
+                picked.push(match namespace {
+                    Some(namespace) => reference.within(namespace),
+                    None => reference,
+                });
+            }
+        });
+        picked
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -175,6 +194,8 @@ mod tests {
         assert_eq!(phase_of(&cache, "b"), None);
         assert_eq!(names(&cache), ["a"]);
         assert!(cache.get(&ObjectRef::new("a").within("other")).is_none());
+        let active = cache.references(|k| k.phase() == Some(Phase::Active));
+        assert_eq!(active, [ObjectRef::new("a").within("ns")]);
     }
 
     #[tokio::test]

@@ -597,3 +597,17 @@ pub fn json_log_http_addr(log: &str) -> Option<std::net::SocketAddr> {
         serving.then(|| fields["addr"].as_str()?.parse().ok())?
     })
 }
+
+/// target/tools/bin/`binary`, a test tool that `make test` builds; built
+/// here by `script` when a test runs without it (first run only).
+pub fn test_tool(binary: &str, script: &str) -> PathBuf {
+    let path = Path::new(REPO).join("target/tools/bin").join(binary);
+    if !path.exists() {
+        eprintln!("building {binary} (first run only; see {script})");
+        let status = Command::new(Path::new(REPO).join(script))
+            .status()
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        assert!(status.success(), "{script} failed");
+    }
+    path
+}

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{REPO, control_plane, eventually, raw_http};
+use super::{control_plane, eventually, raw_http};
 
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -121,17 +121,7 @@ impl Drop for Traefik {
 /// first use.
 fn traefik_binary() -> &'static Path {
     static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY.get_or_init(|| {
-        let path = Path::new(REPO).join("target/tools/bin/traefik");
-        if !path.exists() {
-            eprintln!("building traefik (first run only; see tests/traefik/build.sh)");
-            let status = Command::new(Path::new(REPO).join("tests/traefik/build.sh"))
-                .status()
-                .expect("run tests/traefik/build.sh");
-            assert!(status.success(), "building traefik failed");
-        }
-        path
-    })
+    BINARY.get_or_init(|| super::test_tool("traefik", "tests/traefik/build.sh"))
 }
 
 fn free_port() -> SocketAddr {

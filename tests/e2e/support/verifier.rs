@@ -17,7 +17,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::{REPO, TestNamespace, control_plane, eventually, raw_http};
+use super::{TestNamespace, control_plane, eventually, raw_http};
 
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -182,19 +182,7 @@ impl Drop for Verifier {
 /// The ext_authz v3 client (tests/extauthz), built on first use.
 fn ext_authz_client() -> &'static Path {
     static CLIENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let path = Path::new(REPO).join("target/tools/bin/keymint-extauthz-check");
-        if !path.exists() {
-            eprintln!(
-                "building the ext_authz client (first run only; see tests/extauthz/build.sh)"
-            );
-            let status = Command::new(Path::new(REPO).join("tests/extauthz/build.sh"))
-                .status()
-                .expect("run tests/extauthz/build.sh");
-            assert!(status.success(), "building the ext_authz client failed");
-        }
-        path
-    })
+    CLIENT.get_or_init(|| super::test_tool("keymint-extauthz-check", "tests/extauthz/build.sh"))
 }
 
 fn identity(namespace: &str) -> (String, Vec<String>) {

@@ -9,7 +9,6 @@
 //! Without podman the test is skipped with a message, except in CI
 //! (`CI=true`), where .ci/run installs podman and a missing one is a failure.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -206,14 +205,7 @@ impl Container {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; podman is killed if this
-        // thread goes away (the container's --timeout covers the rest).
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::support::dies_with_the_test(&mut command);
         let child = command.spawn().expect("podman run");
         Container {
             name,

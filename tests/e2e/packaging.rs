@@ -983,7 +983,6 @@ impl ChartOperator {
     const POD_NAME: &'static str = "keymint-7d9f8-abcde";
 
     fn start(ns: &TestNamespace, args: &[String]) -> ChartOperator {
-        use std::os::unix::process::CommandExt;
         let dir = control_plane()
             .kubeconfig()
             .parent()
@@ -1015,14 +1014,7 @@ impl ChartOperator {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; the kernel SIGKILLs the
-        // operator if the thread that started it goes away.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::support::dies_with_the_test(&mut command);
         let child = command.spawn().expect("start keymint run");
         ChartOperator { child, log_path }
     }

@@ -127,18 +127,10 @@ async fn refused_within_a_second_of_the_delete(
     api.delete("ci", &DeleteParams::default())
         .await
         .expect("delete the ApiKey");
-    let deleted = tokio::time::Instant::now();
-    loop {
-        let status = nginx.get("/", &[("Authorization", &bearer)]).await.status;
-        if status == 401 {
-            break;
-        }
-        assert!(
-            deleted.elapsed() < Duration::from_secs(1),
-            "still {status} a second after the delete"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::support::refused_within_a_second(|| async {
+        nginx.get("/", &[("Authorization", &bearer)]).await.status
+    })
+    .await;
     // Refused while the ApiKey still exists (its finalizer waits for the
     // controller): the deletionTimestamp is enough.
     assert_eq!(verifier.verify_json(key, None).await["reason"], "revoked");

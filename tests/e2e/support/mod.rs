@@ -611,3 +611,38 @@ pub fn test_tool(binary: &str, script: &str) -> PathBuf {
     }
     path
 }
+
+/// The kernel SIGKILLs `command`'s child if the thread that started it goes
+/// away: a killed test run leaves no process behind.
+pub fn dies_with_the_test(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, and it only asks the kernel for
+    // the signal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Waits until `status` (a request through a proxy) answers 401; fails if
+/// that takes a second or more from now.
+pub async fn refused_within_a_second<F, Fut>(status: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = status().await;
+        if status == 401 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {status} a second after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

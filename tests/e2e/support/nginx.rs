@@ -4,7 +4,6 @@
 //! the foreground as a child and is killed on drop.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,14 +50,7 @@ impl Nginx {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; a killed test run leaves no
-        // nginx behind.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::support::dies_with_the_test(&mut command);
         let child = command
             .spawn()
             .expect("start nginx (apt-get install nginx-light)");

@@ -1,7 +1,6 @@
 //! Runs the real `keymint` binary as an operator process for one test: the
 //! way it runs in production, so tests can SIGKILL and restart it.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,15 +78,7 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to
-        // SIGKILL the operator if the thread that started it goes away, so a
-        // killed test run leaves no operator behind.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::support::dies_with_the_test(&mut command);
         let child = command.spawn().expect("start keymint run");
         Operator {
             child: Some(child),

@@ -4,7 +4,6 @@
 //! directory of their own; Traefik runs as a child and is killed on drop.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,14 +52,7 @@ impl Traefik {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; a killed test run leaves no
-        // Traefik behind.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::support::dies_with_the_test(&mut command);
         let child = command.spawn().expect("start traefik");
         let traefik = Traefik {
             child: Some(child),

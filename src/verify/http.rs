@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -68,13 +68,11 @@ pub fn presented(headers: &HeaderMap) -> Credential<'_> {
     credential::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }
 
-async fn forward_auth(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    match credential::projects_from_query(query.as_deref()) {
-        Ok(projects) => forward_auth_verdict(&shared, &headers, &projects),
+// The handlers take the request whole: a `HeaderMap` extractor would copy
+// every header of every request.
+async fn forward_auth(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    match credential::projects_from_query(request.uri().query()) {
+        Ok(projects) => forward_auth_verdict(&shared, request.headers(), &projects),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
@@ -83,7 +81,8 @@ async fn forward_auth(
 /// original path — and its query, the client's — to the configured prefix.
 /// So the query is not read here; the projects come from
 /// [`REQUIRE_PROJECT`], which the proxy sets.
-async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let headers = request.headers();
     let mut listed = Vec::new();
     for value in headers.get_all(REQUIRE_PROJECT) {
         match value.to_str() {
@@ -98,7 +97,7 @@ async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, headers: Heade
         }
     }
     match credential::projects_from_list(Some(&listed.join(","))) {
-        Ok(projects) => forward_auth_verdict(&shared, &headers, &projects),
+        Ok(projects) => forward_auth_verdict(&shared, headers, &projects),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }

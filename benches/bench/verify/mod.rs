@@ -55,10 +55,16 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     let presented = keys.pop().ok_or("no key")?.1;
     let bearer = format!("Authorization: Bearer {presented}");
 
-    let mut verifier = Server::verifier(&ctx.cp, &ns)?;
+    let mut verifier = Server::verifier(&ctx.cp, &ns, "verifier")?;
     let ready = verifier.ready().await?;
     let rss_ready = verifier.rss_mib();
     let indexed = verifier.metric("keymint_verifier_index_keys").await;
+    // The first start follows the creates at once, while the API server is
+    // still digesting them; a second replica started now is what a rollout
+    // or a restart sees.
+    let mut second = Server::verifier(&ctx.cp, &ns, "verifier-second")?;
+    let ready_again = second.ready().await?;
+    second.stop();
     let mut floor = Server::floor()?;
     floor.ready().await?;
 
@@ -83,6 +89,7 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
         "indexed": indexed,
         "create_seconds": round3(create_seconds),
         "index_ready_seconds": round3(ready.as_secs_f64()),
+        "index_ready_seconds_second_start": round3(ready_again.as_secs_f64()),
         "rss_mib_ready": round3(rss_ready),
         "rss_mib_after_load": round3(rss_loaded),
         "peak_rss_mib": round3(peak_rss),

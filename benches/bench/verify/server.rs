@@ -21,15 +21,16 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// `keymint verifier` (release) for `ns`, as the cluster admin.
-    pub(super) fn verifier(cp: &ControlPlane, ns: &str) -> Result<Server> {
+    /// `keymint verifier` (release) for `ns`, as the cluster admin; its
+    /// log is `target/bench/logs/<tag>.log`.
+    pub(super) fn verifier(cp: &ControlPlane, ns: &str, tag: &str) -> Result<Server> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
         command
             .args(["verifier", "--watch-namespace", ns])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info");
-        Server::spawn(command, "verifier", "serving HTTP")
+        Server::spawn(command, tag, "serving HTTP")
     }
 
     /// This binary as the floor server.

@@ -4,8 +4,9 @@
 //! every word of its status; most of those bytes are empty fields and words
 //! that every key repeats ("Ready", "True", the project, the owner, the
 //! replica's name). Here the empty fields are not there, repeated words are
-//! shared (`Words`), and times are bare timestamps. A reconcile gets the
-//! `ApiKey` back, rebuilt field for field (`api_key`).
+//! shared (`Words`), a key's own strings share one allocation (`Texts`), and
+//! times are bare timestamps. A reconcile gets the `ApiKey` back, rebuilt
+//! field for field (`api_key`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,14 +48,61 @@ impl Words {
     }
 }
 
+/// Where one of a key's own strings lies in its `texts`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// A key's own strings (name, UID, resource version, key id and hash,
+/// Secret name, condition messages) are laid end to end in one allocation:
+/// one string each would be eight small allocations per key, each with its
+/// allocator overhead, and holes between them once keys change.
+#[derive(Default)]
+struct Texts<'a> {
+    pieces: Vec<&'a str>,
+    len: usize,
+}
+
+impl<'a> Texts<'a> {
+    fn add(&mut self, text: &'a str) -> Span {
+        // An ApiKey is at most 1.5 MB (etcd's limit), so positions fit in u32.
+        let span = Span {
+            start: u32::try_from(self.len).unwrap_or(u32::MAX),
+            len: u32::try_from(text.len()).unwrap_or(0),
+        };
+        self.len += text.len();
+        self.pieces.push(text);
+        span
+    }
+
+    fn add_some(&mut self, text: Option<&'a str>) -> Option<Span> {
+        text.map(|t| self.add(t))
+    }
+
+    /// All the strings in one allocation of exactly their length.
+    fn joined(self) -> Box<str> {
+        self.pieces.concat().into_boxed_str()
+    }
+}
+
+fn text(texts: &str, span: Span) -> &str {
+    let start = span.start as usize;
+    texts
+        .get(start..start + span.len as usize)
+        .unwrap_or_default()
+}
+
 /// One cached ApiKey: who it is, and its spec and status (or why they
 /// cannot be read).
 #[derive(Debug)]
 pub struct CachedApiKey {
     namespace: Option<Arc<str>>,
-    name: Box<str>,
-    uid: Option<Box<str>>,
-    resource_version: Option<Box<str>>,
+    texts: Box<str>,
+    name: Span,
+    uid: Option<Span>,
+    resource_version: Option<Span>,
     generation: Option<i64>,
     created: Option<Timestamp>,
     deleting: Option<Timestamp>,
@@ -64,8 +112,9 @@ pub struct CachedApiKey {
 
 #[derive(Debug)]
 enum Body {
-    Readable(Box<Readable>),
-    Unreadable(Box<str>),
+    Readable(Readable),
+    /// Why the key cannot be read.
+    Unreadable(Span),
 }
 
 #[derive(Debug)]
@@ -96,9 +145,9 @@ struct Status {
     phase: Option<Phase>,
     observed_generation: Option<i64>,
     conditions: Box<[CachedCondition]>,
-    key_id: Option<Box<str>>,
-    key_hash: Option<Box<str>>,
-    secret_name: Option<Box<str>>,
+    key_id: Option<Span>,
+    key_hash: Option<Span>,
+    secret_name: Option<Span>,
     minted_at: Option<Timestamp>,
     revealed_at: Option<Timestamp>,
     last_transitions: Box<[CachedTransition]>,
@@ -109,7 +158,7 @@ struct CachedCondition {
     type_: Arc<str>,
     status: Arc<str>,
     reason: Arc<str>,
-    message: Box<str>,
+    message: Span,
     observed_generation: Option<i64>,
     last_transition_time: Timestamp,
 }
@@ -130,24 +179,30 @@ struct TransitionRecordWithoutInstance {
 
 impl CachedApiKey {
     pub fn new(watched: &GuardedApiKey, words: &mut Words) -> CachedApiKey {
-        let (metadata, body) = match &watched.0 {
-            Ok(api_key) => (
-                &api_key.metadata,
-                Body::Readable(Box::new(Readable {
-                    spec: Spec::new(&api_key.spec, words),
-                    status: api_key.status.as_ref().map(|s| Status::new(s, words)),
-                })),
-            ),
-            Err(invalid) => (
-                &invalid.metadata,
-                Body::Unreadable(invalid.error.as_str().into()),
-            ),
+        let metadata = match &watched.0 {
+            Ok(api_key) => &api_key.metadata,
+            Err(invalid) => &invalid.metadata,
+        };
+        let mut texts = Texts::default();
+        let name = texts.add(metadata.name.as_deref().unwrap_or_default());
+        let uid = texts.add_some(metadata.uid.as_deref());
+        let resource_version = texts.add_some(metadata.resource_version.as_deref());
+        let body = match &watched.0 {
+            Ok(api_key) => Body::Readable(Readable {
+                spec: Spec::new(&api_key.spec, words),
+                status: api_key
+                    .status
+                    .as_ref()
+                    .map(|s| Status::new(s, words, &mut texts)),
+            }),
+            Err(invalid) => Body::Unreadable(texts.add(&invalid.error)),
         };
         CachedApiKey {
             namespace: metadata.namespace.as_deref().map(|n| words.word(n)),
-            name: metadata.name.as_deref().unwrap_or_default().into(),
-            uid: metadata.uid.as_deref().map(Into::into),
-            resource_version: metadata.resource_version.as_deref().map(Into::into),
+            texts: texts.joined(),
+            name,
+            uid,
+            resource_version,
             generation: metadata.generation,
             created: metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: metadata.deletion_timestamp.as_ref().map(|t| t.0),
@@ -161,7 +216,7 @@ impl CachedApiKey {
 
     /// Namespace and name: the key's identity in the cache.
     pub fn name_pair(&self) -> (Option<&str>, &str) {
-        (self.namespace.as_deref(), &self.name)
+        (self.namespace.as_deref(), self.name())
     }
 
     /// The watched ApiKey again, as `apikey::lean` parsed it.
@@ -171,10 +226,10 @@ impl CachedApiKey {
             Body::Readable(readable) => Ok(ApiKey {
                 metadata,
                 spec: readable.spec.spec(),
-                status: readable.status.as_ref().map(Status::status),
+                status: readable.status.as_ref().map(|s| s.status(&self.texts)),
             }),
             Body::Unreadable(error) => Err(InvalidObject {
-                error: error.to_string(),
+                error: text(&self.texts, *error).to_string(),
                 metadata,
             }),
         })
@@ -185,7 +240,7 @@ impl CachedApiKey {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        text(&self.texts, self.name)
     }
 
     /// The phase of a readable key (Pending before keymint wrote one);
@@ -217,11 +272,12 @@ impl CachedApiKey {
     }
 
     fn metadata(&self) -> ObjectMeta {
+        let owned = |span: Option<Span>| span.map(|s| text(&self.texts, s).to_string());
         ObjectMeta {
-            name: Some(self.name.to_string()),
+            name: Some(self.name().to_string()),
             namespace: self.namespace.as_deref().map(str::to_string),
-            uid: self.uid.as_deref().map(str::to_string),
-            resource_version: self.resource_version.as_deref().map(str::to_string),
+            uid: owned(self.uid),
+            resource_version: owned(self.resource_version),
             generation: self.generation,
             creation_timestamp: self.created.map(Time),
             deletion_timestamp: self.deleting.map(Time),
@@ -270,8 +326,7 @@ impl Spec {
 }
 
 impl Status {
-    fn new(status: &ApiKeyStatus, words: &mut Words) -> Status {
-        let text = |s: &Option<String>| s.as_deref().map(Into::into);
+    fn new<'a>(status: &'a ApiKeyStatus, words: &mut Words, texts: &mut Texts<'a>) -> Status {
         Status {
             phase: status.phase,
             observed_generation: status.observed_generation,
@@ -282,14 +337,14 @@ impl Status {
                     type_: words.word(&c.type_),
                     status: words.word(&c.status),
                     reason: words.word(&c.reason),
-                    message: c.message.as_str().into(),
+                    message: texts.add(&c.message),
                     observed_generation: c.observed_generation,
                     last_transition_time: c.last_transition_time.0,
                 })
                 .collect(),
-            key_id: text(&status.key_id),
-            key_hash: text(&status.key_hash),
-            secret_name: text(&status.secret_name),
+            key_id: texts.add_some(status.key_id.as_deref()),
+            key_hash: texts.add_some(status.key_hash.as_deref()),
+            secret_name: texts.add_some(status.secret_name.as_deref()),
             minted_at: status.minted_at.as_ref().map(|t| t.0),
             revealed_at: status.revealed_at.as_ref().map(|t| t.0),
             last_transitions: status
@@ -307,8 +362,8 @@ impl Status {
         }
     }
 
-    fn status(&self) -> ApiKeyStatus {
-        let text = |s: &Option<Box<str>>| s.as_deref().map(str::to_string);
+    fn status(&self, texts: &str) -> ApiKeyStatus {
+        let owned = |span: Option<Span>| span.map(|s| text(texts, s).to_string());
         ApiKeyStatus {
             phase: self.phase,
             conditions: self
@@ -318,15 +373,15 @@ impl Status {
                     type_: c.type_.to_string(),
                     status: c.status.to_string(),
                     reason: c.reason.to_string(),
-                    message: c.message.to_string(),
+                    message: text(texts, c.message).to_string(),
                     observed_generation: c.observed_generation,
                     last_transition_time: Time(c.last_transition_time),
                 })
                 .collect(),
             observed_generation: self.observed_generation,
-            key_id: text(&self.key_id),
-            key_hash: text(&self.key_hash),
-            secret_name: text(&self.secret_name),
+            key_id: owned(self.key_id),
+            key_hash: owned(self.key_hash),
+            secret_name: owned(self.secret_name),
             minted_at: self.minted_at.map(Time),
             revealed_at: self.revealed_at.map(Time),
             last_transitions: self

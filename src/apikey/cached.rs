@@ -239,6 +239,11 @@ impl CachedApiKey {
         self.namespace.as_deref()
     }
 
+    /// The namespace as the cache's shared word for it.
+    pub fn namespace_word(&self) -> Option<&Arc<str>> {
+        self.namespace.as_ref()
+    }
+
     pub fn name(&self) -> &str {
         text(&self.texts, self.name)
     }

@@ -22,7 +22,7 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
     let interval = ctx.verify_interval;
     tokio::time::sleep(interval).await;
     loop {
-        let keys = ctx.slots.cache.references(verified);
+        let keys = ctx.slots.cache.pick(verified);
         if keys.is_empty() {
             tokio::time::sleep(interval).await;
             continue;
@@ -30,7 +30,7 @@ pub async fn verify_in_rounds(ctx: Arc<Context>) {
         let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         let mut pace = tokio::time::interval((interval / count).max(Duration::from_millis(1)));
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        for reference in keys {
+        for reference in keys.references() {
             pace.tick().await;
             if ctx.failures.backing_off(&reference) {
                 continue;

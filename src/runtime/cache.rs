@@ -38,6 +38,51 @@ struct Keys {
     hasher: RandomState,
 }
 
+/// Cached keys picked by name, every name in one string. A verification
+/// round holds its keys for a whole interval: as `ObjectRef`s (four strings
+/// each) 100,000 keys were 14 MiB, packed they are about 3.
+#[derive(Default)]
+pub struct Picked {
+    names: String,
+    keys: Vec<PickedKey>,
+}
+
+struct PickedKey {
+    namespace: Option<Arc<str>>,
+    /// Where its name ends in `names`; it starts where the one before ends.
+    end: usize,
+}
+
+impl Picked {
+    fn push(&mut self, namespace: Option<&Arc<str>>, name: &str) {
+        self.names.push_str(name);
+        self.keys.push(PickedKey {
+            namespace: namespace.cloned(),
+            end: self.names.len(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The picked keys, each by reference, in the order they were picked.
+    pub fn references(&self) -> impl Iterator<Item = ObjectRef<GuardedApiKey>> + '_ {
+        let starts = std::iter::once(0).chain(self.keys.iter().map(|k| k.end));
+        self.keys.iter().zip(starts).map(|(key, start)| {
+            let reference = ObjectRef::new(&self.names[start..key.end]);
+            match &key.namespace {
+                Some(namespace) => reference.within(namespace),
+                None => reference,
+            }
+        })
+    }
+}
+
 impl Default for ApiKeyCache {
     fn default() -> ApiKeyCache {
         ApiKeyCache {
@@ -93,20 +138,12 @@ impl ApiKeyCache {
         self.read().keys.table.iter().for_each(|k| visit(k));
     }
 
-    /// The keys that `wanted` picks, by reference.
-    pub fn references(
-        &self,
-        wanted: impl Fn(&CachedApiKey) -> bool,
-    ) -> Vec<ObjectRef<GuardedApiKey>> {
-        let mut picked = Vec::new();
+    /// The keys that `wanted` picks, by name.
+    pub fn pick(&self, wanted: impl Fn(&CachedApiKey) -> bool) -> Picked {
+        let mut picked = Picked::default();
         self.each(|k| {
             if wanted(k) {
-                let (namespace, name) = k.name_pair();
-                let reference = ObjectRef::new(name);
-                picked.push(match namespace {
-                    Some(namespace) => reference.within(namespace),
-                    None => reference,
-                });
+                picked.push(k.namespace_word(), k.name());
             }
         });
         picked
@@ -194,7 +231,9 @@ mod tests {
         assert_eq!(phase_of(&cache, "b"), None);
         assert_eq!(names(&cache), ["a"]);
         assert!(cache.get(&ObjectRef::new("a").within("other")).is_none());
-        let active = cache.references(|k| k.phase() == Some(Phase::Active));
+        let active = cache.pick(|k| k.phase() == Some(Phase::Active));
+        assert_eq!(active.len(), 1);
+        let active: Vec<_> = active.references().collect();
         assert_eq!(active, [ObjectRef::new("a").within("ns")]);
     }
 

@@ -14,7 +14,7 @@ use crate::apikey::lifecycle::{self, conditions};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
 use crate::audit::stream::AuditLog;
 use crate::audit::{AuditError, Draft};
-use crate::reconcile::events::{EventQueue, Notice, Regarding};
+use crate::reconcile::events::{EventQueue, Notice};
 
 /// Where reports go.
 pub struct Reporter {
@@ -173,13 +173,8 @@ impl Reporter {
         } else {
             info!(reason, apikey = %api_key.name_any(), key_id = status.key_id.as_deref(), "{note}");
         }
-        self.events.push(Notice {
-            type_,
-            reason,
-            action: action(report),
-            note: note.into(),
-            regarding: Regarding::of(api_key),
-        });
+        self.events
+            .push(Notice::new(type_, reason, action(report), &note, api_key));
     }
 }
 

@@ -9,7 +9,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, ObjectRefExtra};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use thiserror::Error;
@@ -285,7 +285,16 @@ fn triggers(
         // reconcile decided, so reconciling it again would only repeat the
         // Secret read. Periodic verification still runs.
         .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
-        .map_ok(|api_key| ObjectRef::from_obj(&api_key))
+        .map_ok(|api_key| queued(&api_key))
+}
+
+/// A key as the work queue holds it: its namespace and name. The UID and
+/// resource version `from_obj` adds are read by nothing downstream, and a
+/// burst of 100,000 creates queues every key at once.
+fn queued(api_key: &GuardedApiKey) -> ObjectRef<GuardedApiKey> {
+    let mut reference = ObjectRef::from_obj(api_key);
+    reference.extra = ObjectRefExtra::default();
+    reference
 }
 
 fn context(

@@ -24,7 +24,11 @@ use tracing::warn;
 use crate::apikey::ApiKey;
 
 /// Events waiting to be published; beyond this a burst drops (and counts).
-const CAPACITY: usize = 50_000;
+/// A held-back publisher sends one every `HOLD`, so a burst of 100,000
+/// creates fills any queue: at 50,000 it held 11.6 MiB of Notices (before
+/// they were packed) at that burst's peak. client-go's broadcaster queues 1,000; the audit stream,
+/// not the Events, is the record of every transition.
+const CAPACITY: usize = 10_000;
 /// Publishers: fewer than the reconciles, so Events never crowd out mints.
 const PUBLISHERS: usize = 2;
 /// How long shutdown waits for queued Events.

@@ -48,6 +48,47 @@ impl Words {
     }
 }
 
+/// An optional time in 12 bytes, where jiff's `Option<Timestamp>` takes 24:
+/// a cached key holds five (created, deleted, expires, minted, revealed).
+#[derive(Clone, Copy, Debug)]
+struct When {
+    /// Seconds since the Unix epoch, as two halves so that the type aligns
+    /// to 4 bytes and packs beside the key's other small fields.
+    seconds: [u32; 2],
+    /// The nanoseconds (negative before the epoch); `NO_TIME` for none.
+    nanos: i32,
+}
+
+/// Outside jiff's range of nanoseconds (±999,999,999).
+const NO_TIME: i32 = i32::MIN;
+
+impl When {
+    fn of(time: Option<&Time>) -> When {
+        match time {
+            Some(Time(t)) => {
+                let seconds = t.as_second().cast_unsigned();
+                When {
+                    seconds: [seconds as u32, (seconds >> 32) as u32],
+                    nanos: t.subsec_nanosecond(),
+                }
+            }
+            None => When {
+                seconds: [0, 0],
+                nanos: NO_TIME,
+            },
+        }
+    }
+
+    fn time(self) -> Option<Time> {
+        let [low, high] = self.seconds.map(u64::from);
+        let seconds = (high << 32 | low).cast_signed();
+        (self.nanos != NO_TIME)
+            .then(|| Timestamp::new(seconds, self.nanos).ok())
+            .flatten()
+            .map(Time)
+    }
+}
+
 /// Where one of a key's own strings lies in its `texts`.
 #[derive(Clone, Copy, Debug)]
 struct Span {
@@ -104,8 +145,8 @@ pub struct CachedApiKey {
     uid: Option<Span>,
     resource_version: Option<Span>,
     generation: Option<i64>,
-    created: Option<Timestamp>,
-    deleting: Option<Timestamp>,
+    created: When,
+    deleting: When,
     finalizers: Option<Box<[Arc<str>]>>,
     body: Body,
 }
@@ -127,7 +168,7 @@ struct Readable {
 struct Spec {
     project: Arc<str>,
     owner: Arc<str>,
-    expires_at: Option<Timestamp>,
+    expires_at: When,
     show_once: Option<bool>,
     /// What most keys leave out, boxed so that leaving it out costs a word.
     rest: Option<Box<SpecRest>>,
@@ -148,8 +189,8 @@ struct Status {
     key_id: Option<Span>,
     key_hash: Option<Span>,
     secret_name: Option<Span>,
-    minted_at: Option<Timestamp>,
-    revealed_at: Option<Timestamp>,
+    minted_at: When,
+    revealed_at: When,
     last_transitions: Box<[CachedTransition]>,
 }
 
@@ -204,8 +245,8 @@ impl CachedApiKey {
             uid,
             resource_version,
             generation: metadata.generation,
-            created: metadata.creation_timestamp.as_ref().map(|t| t.0),
-            deleting: metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            created: When::of(metadata.creation_timestamp.as_ref()),
+            deleting: When::of(metadata.deletion_timestamp.as_ref()),
             finalizers: metadata
                 .finalizers
                 .as_ref()
@@ -284,8 +325,8 @@ impl CachedApiKey {
             uid: owned(self.uid),
             resource_version: owned(self.resource_version),
             generation: self.generation,
-            creation_timestamp: self.created.map(Time),
-            deletion_timestamp: self.deleting.map(Time),
+            creation_timestamp: self.created.time(),
+            deletion_timestamp: self.deleting.time(),
             finalizers: self
                 .finalizers
                 .as_ref()
@@ -310,7 +351,7 @@ impl Spec {
         Spec {
             project: words.word(&spec.project),
             owner: words.word(&spec.owner),
-            expires_at: spec.expires_at.as_ref().map(|t| t.0),
+            expires_at: When::of(spec.expires_at.as_ref()),
             show_once: spec.show_once,
             rest,
         }
@@ -322,7 +363,7 @@ impl Spec {
             project: self.project.to_string(),
             owner: self.owner.to_string(),
             description: rest.and_then(|r| r.description.clone()),
-            expires_at: self.expires_at.map(Time),
+            expires_at: self.expires_at.time(),
             secret_name: rest.and_then(|r| r.secret_name.clone()),
             secret_template: rest.and_then(|r| r.secret_template.clone()),
             show_once: self.show_once,
@@ -350,8 +391,8 @@ impl Status {
             key_id: texts.add_some(status.key_id.as_deref()),
             key_hash: texts.add_some(status.key_hash.as_deref()),
             secret_name: texts.add_some(status.secret_name.as_deref()),
-            minted_at: status.minted_at.as_ref().map(|t| t.0),
-            revealed_at: status.revealed_at.as_ref().map(|t| t.0),
+            minted_at: When::of(status.minted_at.as_ref()),
+            revealed_at: When::of(status.revealed_at.as_ref()),
             last_transitions: status
                 .last_transitions
                 .iter()
@@ -387,8 +428,8 @@ impl Status {
             key_id: owned(self.key_id),
             key_hash: owned(self.key_hash),
             secret_name: owned(self.secret_name),
-            minted_at: self.minted_at.map(Time),
-            revealed_at: self.revealed_at.map(Time),
+            minted_at: self.minted_at.time(),
+            revealed_at: self.revealed_at.time(),
             last_transitions: self
                 .last_transitions
                 .iter()
@@ -407,6 +448,22 @@ impl Status {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_time_comes_back_exactly_in_its_twelve_bytes() {
+        let times = [
+            Timestamp::MIN,
+            Timestamp::MAX,
+            Timestamp::UNIX_EPOCH,
+            Timestamp::new(-1, -1).expect("before the epoch"),
+            Timestamp::new(1_796_000_000, 123_456_789).expect("a time"),
+        ];
+        for t in times {
+            assert_eq!(When::of(Some(&Time(t))).time(), Some(Time(t)), "{t}");
+        }
+        assert_eq!(When::of(None).time(), None);
+        assert_eq!(std::mem::size_of::<When>(), 12);
+    }
 
     /// An ApiKey with every field keymint reads set, as the watch parses it.
     fn watched(status: serde_json::Value) -> GuardedApiKey {

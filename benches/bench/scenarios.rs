@@ -441,7 +441,11 @@ fn timeout_for(n: usize) -> Duration {
 // mint: N keys applied as fast as the client can; keymint, then the floor.
 
 async fn mint(ctx: &mut Ctx, n: usize) -> Result<(Value, Proc, String)> {
-    let (floor, _, _) = mint_one(ctx, Kind::Floor, n).await?;
+    let floor = if ctx.plan.mint_without_floor {
+        Value::Null
+    } else {
+        mint_one(ctx, Kind::Floor, n).await?.0
+    };
     let (keymint, proc, ns) = mint_one(ctx, Kind::Keymint, n).await?;
     let ratio = match (keymint["keys_per_s"].as_f64(), floor["keys_per_s"].as_f64()) {
         (Some(k), Some(f)) if f > 0.0 => json!(round3(k / f)),

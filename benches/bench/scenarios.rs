@@ -541,6 +541,7 @@ async fn selected_metrics(proc: &mut Proc) -> Value {
                 || k.starts_with("keymint_expiries_total")
                 || k.starts_with("keymint_expiry_lag_seconds_sum")
                 || k.starts_with("keymint_expiry_lag_seconds_count")
+                || k.starts_with("keymint_events_dropped_total")
         })
         .collect();
     json!(keep)

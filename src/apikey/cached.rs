@@ -276,10 +276,6 @@ impl CachedApiKey {
         })
     }
 
-    pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-
     /// The namespace as the cache's shared word for it.
     pub fn namespace_word(&self) -> Option<&Arc<str>> {
         self.namespace.as_ref()

@@ -27,20 +27,25 @@ pub struct WaitingKeys {
 /// A waiting key as `namespace/name`, in one string (neither may hold a
 /// `/`). In a burst every new key waits until it is admitted: held as an
 /// `ObjectRef` (four strings, two of them a UID and a resource version that
-/// no lookup compares) 100,000 of them took 17 MiB at the burst's peak.
+/// no lookup compares) 100,000 of them took 16.6 MiB at the burst's peak.
 #[derive(Hash, PartialEq, Eq)]
 struct Waiter(Box<str>);
 
 impl Waiter {
+    fn new(namespace: Option<&str>, name: &str) -> Waiter {
+        Waiter(format!("{}/{name}", namespace.unwrap_or_default()).into_boxed_str())
+    }
+
     fn of(api_key: &ApiKey) -> Waiter {
-        let namespace = api_key.metadata.namespace.as_deref().unwrap_or_default();
-        let name = api_key.metadata.name.as_deref().unwrap_or_default();
-        Waiter(format!("{namespace}/{name}").into_boxed_str())
+        let meta = &api_key.metadata;
+        Waiter::new(
+            meta.namespace.as_deref(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 
     fn of_reference(reference: &ObjectRef<GuardedApiKey>) -> Waiter {
-        let namespace = reference.namespace.as_deref().unwrap_or_default();
-        Waiter(format!("{namespace}/{}", reference.name).into_boxed_str())
+        Waiter::new(reference.namespace.as_deref(), &reference.name)
     }
 
     fn reference(&self) -> ObjectRef<GuardedApiKey> {

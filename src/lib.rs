@@ -27,4 +27,5 @@ pub mod people;
 pub mod quota;
 pub mod reconcile;
 pub mod runtime;
+pub mod texts;
 pub mod verify;

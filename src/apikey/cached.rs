@@ -5,7 +5,7 @@
 //! that every key repeats ("Ready", "True", the project, the owner, the
 //! replica's name). Here the empty fields are not there, repeated words are
 //! shared (`Words`), a key's own strings share one allocation (`Texts`), and
-//! times are bare timestamps. A reconcile gets the `ApiKey` back, rebuilt
+//! times take 12 bytes (`When`). A reconcile gets the `ApiKey` back, rebuilt
 //! field for field (`api_key`).
 
 use std::collections::HashSet;
@@ -19,6 +19,7 @@ use crate::apikey::lifecycle::conditions;
 use crate::apikey::{
     ApiKey, ApiKeySpec, ApiKeyStatus, GuardedApiKey, Phase, SecretTemplate, TransitionRecord,
 };
+use crate::texts::{Span, Texts, text};
 
 /// Words that many cached keys repeat, held once. A word no key uses any
 /// more is let go when the table has doubled since it was last swept.
@@ -89,57 +90,14 @@ impl When {
     }
 }
 
-/// Where one of a key's own strings lies in its `texts`.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u32,
-    len: u32,
-}
-
-/// A key's own strings (name, UID, resource version, key id and hash,
-/// Secret name, condition messages) are laid end to end in one allocation:
-/// one string each would be eight small allocations per key, each with its
-/// allocator overhead, and holes between them once keys change.
-#[derive(Default)]
-struct Texts<'a> {
-    pieces: Vec<&'a str>,
-    len: usize,
-}
-
-impl<'a> Texts<'a> {
-    fn add(&mut self, text: &'a str) -> Span {
-        // An ApiKey is at most 1.5 MB (etcd's limit), so positions fit in u32.
-        let span = Span {
-            start: u32::try_from(self.len).unwrap_or(u32::MAX),
-            len: u32::try_from(text.len()).unwrap_or(0),
-        };
-        self.len += text.len();
-        self.pieces.push(text);
-        span
-    }
-
-    fn add_some(&mut self, text: Option<&'a str>) -> Option<Span> {
-        text.map(|t| self.add(t))
-    }
-
-    /// All the strings in one allocation of exactly their length.
-    fn joined(self) -> Box<str> {
-        self.pieces.concat().into_boxed_str()
-    }
-}
-
-fn text(texts: &str, span: Span) -> &str {
-    let start = span.start as usize;
-    texts
-        .get(start..start + span.len as usize)
-        .unwrap_or_default()
-}
-
 /// One cached ApiKey: who it is, and its spec and status (or why they
 /// cannot be read).
 #[derive(Debug)]
 pub struct CachedApiKey {
     namespace: Option<Arc<str>>,
+    /// The key's own strings (name, UID, resource version, key id and hash,
+    /// Secret name, condition messages, unreadable reason), joined: eight
+    /// strings apart would be eight allocations per key.
     texts: Box<str>,
     name: Span,
     uid: Option<Span>,

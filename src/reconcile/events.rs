@@ -22,12 +22,14 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::apikey::ApiKey;
+use crate::texts::{Span, Texts, text};
 
 /// Events waiting to be published; beyond this a burst drops (and counts).
 /// A held-back publisher sends one every `HOLD`, so a burst of 100,000
 /// creates fills any queue: at 50,000 it held 11.6 MiB of Notices (before
-/// they were packed) at that burst's peak. client-go's broadcaster queues 1,000; the audit stream,
-/// not the Events, is the record of every transition.
+/// they were packed) at that burst's peak. client-go's broadcaster queues
+/// 1,000; the audit stream, not the Events, is the record of every
+/// transition.
 const CAPACITY: usize = 10_000;
 /// Publishers: fewer than the reconciles, so Events never crowd out mints.
 const PUBLISHERS: usize = 2;
@@ -49,10 +51,11 @@ pub struct Notice {
     type_: EventType,
     reason: &'static str,
     action: &'static str,
+    /// The ApiKey's namespace, name, UID and resource version, then the
+    /// note, joined (`crate::texts`).
     texts: Box<str>,
-    /// Where the namespace, name, UID and resource version end in `texts`;
-    /// the note is the rest.
-    ends: [u32; 4],
+    regarding: [Span; 4],
+    note: Span,
 }
 
 impl Notice {
@@ -64,67 +67,48 @@ impl Notice {
         api_key: &ApiKey,
     ) -> Notice {
         let meta = &api_key.metadata;
-        let fields = [
+        let mut texts = Texts::default();
+        let regarding = [
             &meta.namespace,
             &meta.name,
             &meta.uid,
             &meta.resource_version,
         ]
-        .map(|s| s.as_deref().unwrap_or_default());
-        let mut texts =
-            String::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + note.len());
-        let ends = fields.map(|field| {
-            texts.push_str(field);
-            // An ApiKey's metadata is far below 4 GiB (etcd's limit is 1.5 MB).
-            u32::try_from(texts.len()).unwrap_or(u32::MAX)
-        });
-        texts.push_str(note);
+        .map(|field| texts.add(field.as_deref().unwrap_or_default()));
+        let note = texts.add(note);
         Notice {
             type_,
             reason,
             action,
-            texts: texts.into_boxed_str(),
-            ends,
+            texts: texts.joined(),
+            regarding,
+            note,
         }
-    }
-
-    /// The namespace (0), name (1), UID (2) or resource version (3).
-    fn field(&self, i: usize) -> &str {
-        let start = i
-            .checked_sub(1)
-            .map_or(0, |before| self.ends[before] as usize);
-        self.texts
-            .get(start..self.ends[i] as usize)
-            .unwrap_or_default()
-    }
-
-    fn note(&self) -> &str {
-        self.texts.get(self.ends[3] as usize..).unwrap_or_default()
     }
 
     fn event(&self) -> Event {
         Event {
             type_: self.type_,
             reason: self.reason.to_string(),
-            note: Some(self.note().to_string()),
+            note: Some(text(&self.texts, self.note).to_string()),
             action: self.action.to_string(),
             secondary: None,
         }
     }
 
     fn reference(&self) -> ObjectReference {
-        let filled = |i| {
-            Some(self.field(i))
+        let [namespace, name, uid, resource_version] = self.regarding.map(|span| {
+            Some(text(&self.texts, span))
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
-        };
+        });
         ObjectReference {
             api_version: Some(ApiKey::api_version(&()).into_owned()),
             kind: Some(ApiKey::kind(&()).into_owned()),
-            namespace: filled(0),
-            name: filled(1),
-            uid: filled(2),
-            resource_version: filled(3),
+            namespace,
+            name,
+            uid,
+            resource_version,
             field_path: None,
         }
     }

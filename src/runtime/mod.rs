@@ -11,4 +11,5 @@ pub mod preflight;
 pub mod queue;
 pub mod run;
 pub mod signal;
+pub mod watch;
 pub mod workers;

@@ -28,6 +28,7 @@ use crate::runtime::http::{self, Status};
 use crate::runtime::leader::{Election, Role};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::options::RunOptions;
+use crate::runtime::watch::list_then_watch;
 use crate::runtime::workers::{self, Queue};
 
 #[derive(Debug, Error)]
@@ -270,7 +271,7 @@ fn triggers(
     let (own_writes, cache) = (own_writes.clone(), cache.clone());
     let (waiting, wake) = (waiting.clone(), wake.clone());
     // Lean objects (`apikey::lean`): what keymint reads, nothing else.
-    watcher(api_keys, watcher::Config::default())
+    list_then_watch(api_keys)
         .default_backoff()
         // Into the cache first; then a key that stopped holding a slot wakes
         // the keys waiting in its pair.

@@ -12,6 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 use crate::apikey::GuardedApiKey;
+use crate::runtime::watch::list_then_watch;
 use crate::verify::index::{self, Change, Indexer, Projection};
 use crate::verify::run::Shared;
 
@@ -19,9 +20,7 @@ use crate::verify::run::Shared;
 /// kube's default backoff while the last complete index keeps answering.
 pub async fn feed(api_keys: Api<GuardedApiKey>, shared: Arc<Shared>) {
     let mut indexer = Indexer::default();
-    let mut events = watcher(api_keys, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = list_then_watch(api_keys).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let change = match event {
             Ok(event) => change(event),

@@ -541,14 +541,14 @@ fn verify_rows(v: &Value, row: &mut impl FnMut(&str, &str, String, String, Strin
     );
     row(
         &s,
-        "index ready, first / second start (s)",
+        "index ready, first / second start (s); floor: the list alone",
         format!(
             "{} / {}",
             f(&v["index_ready_seconds"], 2),
             f(&v["index_ready_seconds_second_start"], 2)
         ),
-        String::new(),
-        String::new(),
+        f(&v["list_floor_seconds"], 2),
+        f(&v["index_ready_ratio_to_list_floor"], 2),
     );
     row(
         &s,

@@ -2,7 +2,8 @@
 //! real HTTP load generator (wrk, Debian's package), against a floor — the
 //! same server stack (`keymint::verify::listener` and its limits) answering
 //! 200 without a check — and nginx with `auth_request` against nginx alone,
-//! all in one run. The ApiKeys are created by the bench with an Active
+//! all in one run; the index's start against the API server's own time to
+//! serve the list. The ApiKeys are created by the bench with an Active
 //! status of its own (no operator: only the verifier reads them).
 //!
 //! The same bench binary, started with `KEYMINT_BENCH_ROLE=verify-floor`,
@@ -55,6 +56,7 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     let presented = keys.pop().ok_or("no key")?.1;
     let bearer = format!("Authorization: Bearer {presented}");
 
+    let list_floor = list_floor(&api).await?;
     let mut verifier = Server::verifier(&ctx.cp, &ns, "verifier")?;
     let ready = verifier.ready().await?;
     let rss_ready = verifier.rss_mib();
@@ -90,6 +92,8 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
         "create_seconds": round3(create_seconds),
         "index_ready_seconds": round3(ready.as_secs_f64()),
         "index_ready_seconds_second_start": round3(ready_again.as_secs_f64()),
+        "list_floor_seconds": round3(list_floor.as_secs_f64()),
+        "index_ready_ratio_to_list_floor": ratio(ready_again.as_secs_f64(), list_floor.as_secs_f64()),
         "rss_mib_ready": round3(rss_ready),
         "rss_mib_after_load": round3(rss_loaded),
         "peak_rss_mib": round3(peak_rss),
@@ -157,6 +161,20 @@ async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> 
         keys.extend(r?);
     }
     Ok(keys)
+}
+
+/// The floor of "index ready": the API server's own time to serve every
+/// ApiKey in the namespace, in one request, read to the end and dropped.
+async fn list_floor(api: &Api<ApiKey>) -> Result<Duration> {
+    use futures::AsyncReadExt;
+    let request = kube::core::Request::new(api.resource_url()).list(&Default::default())?;
+    let started = Instant::now();
+    let mut body = kube::Client::from(api.clone())
+        .request_stream(request)
+        .await?;
+    let mut piece = vec![0; 1 << 16];
+    while body.read(&mut piece).await? > 0 {}
+    Ok(started.elapsed())
 }
 
 async fn retry<T, F, Fut>(mut call: F) -> Result<T>

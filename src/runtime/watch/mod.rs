@@ -37,6 +37,10 @@ use items::{Items, ItemsError};
 /// ApiKeys a page: about 9 MB of JSON, served in well under a second.
 const PAGE: u32 = 10_000;
 
+/// A page that sends nothing for this long is a dead connection: list
+/// again (the API server's own request timeout is 60 s).
+const STALLED: Duration = Duration::from_secs(60);
+
 /// How long a watch runs before the API server ends it and it is resumed
 /// (kube's watcher default).
 const WATCH_SECONDS: u32 = 290;
@@ -198,7 +202,13 @@ async fn read_piece<K: DeserializeOwned>(
     mut items: Items,
     mut parsed: VecDeque<K>,
 ) -> kube::Result<Read<K>> {
-    let piece = body.fill_buf().await.map_err(kube::Error::ReadEvents)?;
+    let piece = tokio::time::timeout(STALLED, body.fill_buf())
+        .await
+        .unwrap_or_else(|_| {
+            let why = "the API server sent nothing of the list for 60 s";
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+        })
+        .map_err(kube::Error::ReadEvents)?;
     if piece.is_empty() {
         return Ok(Read::PageEnd(page_meta(&items.rest()?)?));
     }

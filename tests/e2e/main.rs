@@ -18,6 +18,7 @@ mod gitops_readiness;
 mod ha;
 mod image;
 mod leaks;
+mod list_watch;
 mod minting;
 mod packaging;
 mod people;

@@ -55,11 +55,27 @@ pub fn list_then_watch<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, Er
 where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    futures::stream::unfold((api, State::List), |(api, state)| async move {
-        let (event, state) = step(&api, state).await;
-        Some((event, (api, state)))
+    in_pages(api, PAGE)
+}
+
+/// [`list_then_watch`] with pages of `page` objects (tests list in small
+/// pages to cross page boundaries).
+pub fn in_pages<K>(api: Api<K>, page: u32) -> impl Stream<Item = Result<Event<K>, Error>> + Send
+where
+    K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let source = Source { api, page };
+    futures::stream::unfold((source, State::List), |(source, state)| async move {
+        let (event, state) = step(&source, state).await;
+        Some((event, (source, state)))
     })
     .filter_map(std::future::ready)
+}
+
+/// What is listed and watched, and in pages of how many.
+struct Source<K> {
+    api: Api<K>,
+    page: u32,
 }
 
 type Body = Pin<Box<dyn AsyncBufRead + Send>>;
@@ -84,12 +100,12 @@ enum State<K> {
 
 /// One step; `None` is a step with nothing to tell (a piece read, a
 /// bookmark, a watch started or ended).
-async fn step<K>(api: &Api<K>, state: State<K>) -> (Option<Result<Event<K>, Error>>, State<K>)
+async fn step<K>(source: &Source<K>, state: State<K>) -> (Option<Result<Event<K>, Error>>, State<K>)
 where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     match state {
-        State::List => match list(api, None).await {
+        State::List => match list(source, None).await {
             Ok(listing) => (Some(Ok(Event::Init)), listing),
             Err(e) => (Some(Err(Error::InitialListFailed(e))), State::List),
         },
@@ -108,13 +124,13 @@ where
             }
             None => match read_piece(body, items, parsed).await {
                 Ok(Read::Piece(listing)) => (None, listing),
-                Ok(Read::PageEnd(page)) => next_page(api, page).await,
+                Ok(Read::PageEnd(page)) => next_page(source, page).await,
                 Err(e) => (Some(Err(Error::InitialListFailed(e))), State::List),
             },
         },
         State::Listed { version } => {
             let params = WatchParams::default().timeout(WATCH_SECONDS);
-            match api.watch(&params, &version).await {
+            match source.api.watch(&params, &version).await {
                 Ok(events) => {
                     let events = events.boxed();
                     (None, State::Watching { version, events })
@@ -173,13 +189,16 @@ fn watched<K: Resource>(
 /// Asks for a page of the list (the first without a token): the newest
 /// version, as a consistent read, and big pages (the module's comment says
 /// why).
-async fn list<K: Resource + Clone>(api: &Api<K>, token: Option<&str>) -> kube::Result<State<K>> {
-    let mut params = ListParams::default().limit(PAGE);
+async fn list<K: Resource + Clone>(
+    source: &Source<K>,
+    token: Option<&str>,
+) -> kube::Result<State<K>> {
+    let mut params = ListParams::default().limit(source.page);
     params.continue_token = token.map(str::to_string);
-    let request = kube::core::Request::new(api.resource_url())
+    let request = kube::core::Request::new(source.api.resource_url())
         .list(&params)
         .map_err(kube::Error::BuildRequest)?;
-    let body = kube::Client::from(api.clone())
+    let body = kube::Client::from(source.api.clone())
         .request_stream(request)
         .await?;
     Ok(State::Listing {
@@ -229,14 +248,14 @@ async fn read_piece<K: DeserializeOwned>(
 /// After a page: the next one, or the list is done and is watched from
 /// its version.
 async fn next_page<K: Resource + Clone>(
-    api: &Api<K>,
+    source: &Source<K>,
     page: ListMeta,
 ) -> (Option<Result<Event<K>, Error>>, State<K>) {
     let next = match (
         page.continue_.filter(|t| !t.is_empty()),
         page.resource_version,
     ) {
-        (Some(token), _) => list(api, Some(&token)).await,
+        (Some(token), _) => list(source, Some(&token)).await,
         (None, Some(version)) => return (Some(Ok(Event::InitDone)), State::Listed { version }),
         (None, None) => Err(unreadable("the list has no metadata.resourceVersion")),
     };

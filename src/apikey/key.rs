@@ -77,6 +77,12 @@ const _: () = assert!(62u64.pow(CHECKSUM_LEN as u32) > u32::MAX as u64);
 /// Base62 alphabet in ASCII order; index = digit value.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// The largest body, 2^256 - 1. The alphabet is in ASCII order, so a body
+/// is at most 256 bits exactly when its text sorts at or below this: the
+/// range check of every presented key is one comparison, where decoding
+/// 43 digits into 32 bytes took most of the verifier's own CPU per request.
+const MAX_BODY: &[u8; BODY_LEN] = b"yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1";
+
 /// Why a key could not be minted or parsed.
 ///
 /// No variant carries (any part of) the key text, so these errors are safe
@@ -139,7 +145,7 @@ impl MintedKey {
         text.push_str(PREFIX);
         text.push_str(&base62_fixed(bytes, BODY_LEN));
         let checksum = checksum(text.as_bytes());
-        text.push_str(&checksum);
+        text.extend(checksum.map(char::from));
         Self { text }
     }
 }
@@ -198,18 +204,18 @@ pub fn parse(s: &str) -> Result<MintedKey, KeyError> {
     if !body
         .iter()
         .chain(given_checksum)
-        .all(|&c| base62_digit(c).is_some())
+        .all(u8::is_ascii_alphanumeric)
     {
         return Err(KeyError::InvalidCharacter);
     }
     // Everything is ASCII now, so comparing re-encoded text is exact.
-    if checksum(head).as_bytes() != given_checksum {
+    if checksum(head) != given_checksum {
         return Err(KeyError::ChecksumMismatch);
     }
     // 62^43 is slightly above 2^256, so ~2% of 43-digit bodies encode
     // values mint() can never produce; reject them so parse accepts exactly
     // the set of keys we issue.
-    if decode_base62_fixed::<KEY_BYTES>(body).is_none() {
+    if body > MAX_BODY.as_slice() {
         return Err(KeyError::BodyOutOfRange);
     }
     Ok(MintedKey { text: s.to_owned() })
@@ -254,27 +260,44 @@ pub fn key_id(key: &MintedKey) -> String {
 }
 
 /// CRC32 of `prefix + body` as 6 base62 digits.
-fn checksum(prefix_and_body: &[u8]) -> String {
-    let crc = crc32fast::hash(prefix_and_body);
-    base62_fixed(&crc.to_be_bytes(), CHECKSUM_LEN)
+fn checksum(prefix_and_body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    checksum_digits(crc32fast::hash(prefix_and_body))
+}
+
+/// A CRC32 as 6 base62 digits: [`base62_fixed`] in one machine word, with
+/// no allocation (every presented key is checked with it).
+fn checksum_digits(mut crc: u32) -> [u8; CHECKSUM_LEN] {
+    let mut digits = [b'0'; CHECKSUM_LEN];
+    for slot in digits.iter_mut().rev() {
+        *slot = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    digits
 }
 
 /// Encodes `bytes` (a big-endian unsigned number) as exactly `width` base62
 /// digits, most significant first, left-padded with `0`.
 ///
-/// Schoolbook long division by 62, one output digit per pass. Quadratic,
-/// but inputs are at most 32 bytes and no bignum dependency is needed.
+/// Schoolbook long division by 62, one output digit per pass, over 32-bit
+/// limbs. Quadratic, but inputs are at most 32 bytes and no bignum
+/// dependency is needed; the verifier runs it for the key id of every
+/// well-formed unknown key it is sent.
 /// `width` must be large enough for any value of `bytes.len()` bytes; all
 /// call sites use the constants above, which the tests check.
 fn base62_fixed(bytes: &[u8], width: usize) -> String {
-    let mut num = bytes.to_vec();
+    // Most significant limb first; only the first may have fewer bytes.
+    let mut num: Vec<u32> = bytes
+        .rchunks(4)
+        .rev()
+        .map(|limb| limb.iter().fold(0, |acc, &b| (acc << 8) | u32::from(b)))
+        .collect();
     let mut digits = vec![b'0'; width];
     for slot in digits.iter_mut().rev() {
-        let mut rem: u32 = 0;
-        for byte in &mut num {
-            let acc = (rem << 8) | u32::from(*byte);
-            // acc < 62 * 256, so the quotient fits in a byte.
-            *byte = (acc / 62) as u8;
+        let mut rem: u64 = 0;
+        for limb in &mut num {
+            let acc = (rem << 32) | u64::from(*limb);
+            // acc < 62 * 2^32, so the quotient fits in a limb.
+            *limb = (acc / 62) as u32;
             rem = acc % 62;
         }
         *slot = ALPHABET[rem as usize];
@@ -285,35 +308,6 @@ fn base62_fixed(bytes: &[u8], width: usize) -> String {
         bytes.len()
     );
     digits.into_iter().map(char::from).collect()
-}
-
-/// Inverse of [`base62_fixed`]: decodes base62 digits into an `N`-byte
-/// big-endian number. `None` on a non-base62 character or if the value does
-/// not fit in `N` bytes.
-fn decode_base62_fixed<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
-    let mut num = [0u8; N];
-    for &c in text {
-        // num = num * 62 + digit
-        let mut carry = u32::from(base62_digit(c)?);
-        for byte in num.iter_mut().rev() {
-            let acc = u32::from(*byte) * 62 + carry;
-            *byte = (acc & 0xff) as u8;
-            carry = acc >> 8;
-        }
-        if carry != 0 {
-            return None;
-        }
-    }
-    Some(num)
-}
-
-fn base62_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'Z' => Some(c - b'A' + 10),
-        b'a'..=b'z' => Some(c - b'a' + 36),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -334,18 +328,18 @@ mod tests {
     /// Builds key text with a correct checksum for an arbitrary body.
     fn with_checksum(body: &str) -> String {
         let head = format!("{PREFIX}{body}");
-        let sum = checksum(head.as_bytes());
-        format!("{head}{sum}")
+        let sum = checksum(head.as_bytes()).map(char::from);
+        format!("{head}{}", String::from_iter(sum))
     }
 
     #[test]
-    fn alphabet_matches_digit_values() {
-        for (i, &c) in ALPHABET.iter().enumerate() {
-            assert_eq!(base62_digit(c), Some(i as u8));
-        }
-        assert!(ALPHABET.is_sorted(), "ASCII order keeps sort order");
-        assert_eq!(base62_digit(b'-'), None);
-        assert_eq!(base62_digit(b'_'), None);
+    fn alphabet_is_the_ascii_alphanumerics_in_order() {
+        let alphanumerics: Vec<u8> = (0..=u8::MAX).filter(u8::is_ascii_alphanumeric).collect();
+        assert_eq!(
+            ALPHABET.as_slice(),
+            alphanumerics,
+            "ASCII order keeps sort order"
+        );
     }
 
     #[test]
@@ -360,6 +354,7 @@ mod tests {
         let (head, sum) = text.split_at(KEY_LEN - CHECKSUM_LEN);
         let crc = crc32fast::hash(head.as_bytes());
         assert_eq!(sum, base62_fixed(&crc.to_be_bytes(), CHECKSUM_LEN));
+        assert_eq!(sum.as_bytes(), checksum(head.as_bytes()));
     }
 
     #[test]
@@ -597,6 +592,65 @@ mod tests {
             decode_base62_fixed::<4>(b"4gfFC3"),
             Some(u32::MAX.to_be_bytes())
         );
+    }
+
+    /// Inverse of [`base62_fixed`]: decodes base62 digits into an `N`-byte
+    /// big-endian number. `None` on a non-base62 character or if the value
+    /// does not fit in `N` bytes. The reference [`MAX_BODY`] is checked
+    /// against.
+    fn decode_base62_fixed<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+        let mut num = [0u8; N];
+        for &c in text {
+            // num = num * 62 + digit
+            let digit = ALPHABET.iter().position(|&a| a == c)?;
+            let mut carry = digit as u32;
+            for byte in num.iter_mut().rev() {
+                let acc = u32::from(*byte) * 62 + carry;
+                *byte = (acc & 0xff) as u8;
+                carry = acc >> 8;
+            }
+            if carry != 0 {
+                return None;
+            }
+        }
+        Some(num)
+    }
+
+    #[test]
+    fn max_body_is_the_largest_256_bit_number() {
+        assert_eq!(
+            base62_fixed(&[0xff; KEY_BYTES], BODY_LEN).as_bytes(),
+            MAX_BODY
+        );
+    }
+
+    proptest::proptest! {
+        /// Decoding gives back any 32 bytes, and any 4 (a checksum's
+        /// width, with a limb of its own).
+        #[test]
+        fn base62_round_trips(bytes: [u8; KEY_BYTES], crc: u32) {
+            let text = base62_fixed(&bytes, BODY_LEN);
+            proptest::prop_assert_eq!(decode_base62_fixed(text.as_bytes()), Some(bytes));
+            let text = base62_fixed(&crc.to_be_bytes(), CHECKSUM_LEN);
+            proptest::prop_assert_eq!(decode_base62_fixed(text.as_bytes()), Some(crc.to_be_bytes()));
+            proptest::prop_assert_eq!(text.as_bytes(), checksum_digits(crc));
+        }
+
+        /// The range check by order agrees with decoding, on bodies near
+        /// the limit and anywhere.
+        #[test]
+        fn a_body_sorts_within_range_exactly_when_it_fits_256_bits(
+            near in proptest::bool::ANY,
+            digits in proptest::collection::vec(0..62usize, BODY_LEN),
+            keep in 0..BODY_LEN,
+        ) {
+            let mut body: Vec<u8> = digits.iter().map(|&d| ALPHABET[d]).collect();
+            if near {
+                body[..keep].copy_from_slice(&MAX_BODY[..keep]);
+            }
+            let fits = decode_base62_fixed::<KEY_BYTES>(&body).is_some();
+            proptest::prop_assert_eq!(body.as_slice() <= MAX_BODY.as_slice(), fits);
+        }
     }
 
     fn sample_key_bytes() -> &'static [u8; KEY_BYTES] {

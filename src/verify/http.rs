@@ -105,25 +105,25 @@ async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, request: Reque
 /// 200 with the grant's headers, or the refusal.
 fn forward_auth_verdict(shared: &Shared, headers: &HeaderMap, projects: &[String]) -> Response {
     match shared.decide(Protocol::ForwardAuth, presented(headers), projects) {
-        Verdict::Valid(grant) => match grant_headers(&grant) {
-            Some(headers) => (StatusCode::OK, headers).into_response(),
-            None => unsendable(),
-        },
+        Verdict::Valid(grant) => granted(&grant),
         Verdict::Denied { denial, .. } => refusal(denial),
     }
 }
 
-/// The four `X-Keymint-*` headers of a grant; None if a value cannot be a
+/// 200 with the four `X-Keymint-*` headers, written into the response
+/// itself: this is every valid request's path, and a map in between cost
+/// an allocation and a copy of each header. 500 if a value cannot be a
 /// header (an owner with control characters).
-pub fn grant_headers(grant: &Grant) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(4);
+fn granted(grant: &Grant) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
     for (name, value) in grant_values(grant) {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_str(value).ok()?,
-        );
+        let Ok(value) = HeaderValue::from_str(value) else {
+            return unsendable();
+        };
+        headers.insert(HeaderName::from_static(name), value);
     }
-    Some(headers)
+    response
 }
 
 /// (header name, value) of a grant, for every protocol.

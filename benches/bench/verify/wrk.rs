@@ -25,7 +25,7 @@ pub(super) enum Load {
 pub(super) struct Run {
     pub(super) rps: f64,
     p50_ms: f64,
-    p99_ms: f64,
+    pub(super) p99_ms: f64,
     non_2xx: u64,
     connections: usize,
 }

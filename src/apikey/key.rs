@@ -79,8 +79,8 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 
 /// The largest body, 2^256 - 1. The alphabet is in ASCII order, so a body
 /// is at most 256 bits exactly when its text sorts at or below this: the
-/// range check of every presented key is one comparison, where decoding
-/// 43 digits into 32 bytes took most of the verifier's own CPU per request.
+/// range check of every presented key is one comparison. Decoding 43
+/// digits into 32 bytes was the verifier's costliest step of its own.
 const MAX_BODY: &[u8; BODY_LEN] = b"yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1";
 
 /// Why a key could not be minted or parsed.
@@ -596,8 +596,8 @@ mod tests {
 
     /// Inverse of [`base62_fixed`]: decodes base62 digits into an `N`-byte
     /// big-endian number. `None` on a non-base62 character or if the value
-    /// does not fit in `N` bytes. The reference [`MAX_BODY`] is checked
-    /// against.
+    /// does not fit in `N` bytes: the reference that [`MAX_BODY`] and
+    /// [`base62_fixed`] are tested against.
     fn decode_base62_fixed<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
         let mut num = [0u8; N];
         for &c in text {

@@ -132,12 +132,15 @@ impl Rounds {
     /// Each side's median run by `figure`, the verifier's median over the
     /// floor's, and every round's figures.
     fn json(&self, figure: fn(&Run) -> f64) -> Value {
-        let (v, fl) = (median(&self.verifier, figure), median(&self.floor, figure));
+        let (v, fl) = (
+            median_run(&self.verifier, figure),
+            median_run(&self.floor, figure),
+        );
         let each = |runs: &[Run]| runs.iter().map(|r| round3(figure(r))).collect::<Vec<_>>();
         json!({
-            "verifier": median_run(&self.verifier, figure).json(),
-            "floor": median_run(&self.floor, figure).json(),
-            "ratio_to_floor": ratio(v, fl),
+            "verifier": v.json(),
+            "floor": fl.json(),
+            "ratio_to_floor": ratio(figure(v), figure(fl)),
             "rounds": {"verifier": each(&self.verifier), "floor": each(&self.floor)},
         })
     }

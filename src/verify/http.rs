@@ -244,3 +244,43 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     crate::runtime::http::openmetrics(shared.metrics.encode())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(owner: &str) -> Grant {
+        Grant {
+            api_key: "team-a/ci".into(),
+            owner: owner.into(),
+            project: "payments".into(),
+            key_id: "km_7Hq2xK9pLm3Q".into(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_is_200_with_its_four_headers() {
+        let response = granted(&grant("alice@example.com"));
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        for (name, value) in [
+            (OWNER, "alice@example.com"),
+            (PROJECT, "payments"),
+            (KEY_ID, "km_7Hq2xK9pLm3Q"),
+            (API_KEY, "team-a/ci"),
+        ] {
+            assert_eq!(
+                headers.get(name).map(HeaderValue::as_bytes),
+                Some(value.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_no_header_can_carry_is_a_500_not_a_grant() {
+        let response = granted(&grant("alice\nx-keymint-owner: root"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(OWNER).is_none());
+    }
+}

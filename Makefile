@@ -38,9 +38,14 @@ test: controlplane tools readiness extauthz traefik static ## unit tests and end
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
-bench: controlplane tools ## benchmarks (release build, own control plane, ~8-15 min): table + target/bench/results.json
+SMALL_BIN := target/release-small/keymint
+
+bench: controlplane tools ## benchmarks (release build, own control plane, ~15-25 min): table + target/bench/results.json; then the size build's mint, restart and verify: target/bench/results-small.json
 	$(CARGO) build --release
+	$(CARGO) build --profile release-small --bin keymint
 	$(CARGO) bench --bench bench -- --full $(ARGS)
+	KEYMINT_BENCH_BIN=$(abspath $(SMALL_BIN)) KEYMINT_BENCH_RESULTS=$(abspath target/bench/results-small.json) \
+		$(CARGO) bench --bench bench -- --full --only mint,restart,verify --mint-sizes 10000 $(ARGS)
 
 bench-quick: controlplane tools ## ~1 minute smoke version of `make bench` (200 keys, no 10k waves)
 	$(CARGO) build --release

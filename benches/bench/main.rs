@@ -7,8 +7,9 @@
 //! [--only a,b] [--profile]` runs it; the same binary, started with
 //! `KEYMINT_BENCH_ROLE=floor`, is the floor client (see `floor.rs`).
 //! `KEYMINT_BENCH_BIN=/path/to/keymint` measures another build of keymint
-//! (a candidate change) against the same floor; `--keymint-args "..."` adds
-//! flags to every `keymint run`.
+//! (a candidate change, or the size build that `make bench` measures too)
+//! against the same floor, and `KEYMINT_BENCH_RESULTS=path` writes its
+//! results there; `--keymint-args "..."` adds flags to every `keymint run`.
 
 mod cluster;
 mod floor;

@@ -5,7 +5,8 @@
 //! shared), refuses every change of what decides the fate of alice's key —
 //! its expiry, its Secret's metadata, its ownerReferences (the garbage
 //! collector's path), foreign finalizers, keymint.dev/ annotations — and
-//! alice makes each change herself.
+//! alice makes each change herself. Then keymint (`run` and `verifier`)
+//! refuses to start unless the policy is installed and denies everywhere.
 
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ use serde_json::{Value, json};
 
 use crate::support::manifests::render_bound_to;
 use crate::support::manifests::{create, delete_cluster_scoped, kind_of, name_of, release_name};
-use crate::support::{TestNamespace, api_key, chart, control_plane, eventually};
+use crate::support::operator::Operator;
+use crate::support::verifier::Verifier;
+use crate::support::{TestNamespace, api_key, chart, control_plane, eventually, raw_http};
 
 const ALICE: &str = "alice@example.com";
 const MALLORY: &str = "mallory@example.com";
@@ -218,6 +221,165 @@ async fn a_peer_cannot_hand_a_key_to_the_garbage_collector() {
     })
     .await;
     peers.remove(ns).await;
+}
+
+#[tokio::test]
+async fn keymint_refuses_to_start_unless_the_owner_binding_denies_everywhere() {
+    let ns = TestNamespace::new("owners-start").await;
+    let release = release_name(&ns);
+    let policy_name = format!("{release}-owner-binding");
+    let flag = format!("--owner-binding-policy={policy_name}");
+    let verifier_reader = install_verifier_reader(&ns, &release).await;
+    let render = |extra: &[&str]| {
+        let mut args = vec!["--set", "projectBinding.enabled=false"];
+        args.extend_from_slice(extra);
+        chart::render(&release, &ns.name, &args)
+    };
+    let pick = |objects: &[Value], kind: &str| -> Value {
+        objects
+            .iter()
+            .find(|o| kind_of(o) == kind && name_of(o) == policy_name)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+
+    // No policy at all.
+    refuses(
+        &ns,
+        &flag,
+        &[&format!(
+            "ValidatingAdmissionPolicy {policy_name} does not exist"
+        )],
+    )
+    .await;
+
+    // The policy, bound in Warn only (cluster-wide: warnings harm no other test).
+    let warn = render(&["--set-json", "ownerBinding.validationActions=[\"Warn\"]"]);
+    let policy = pick(&warn, "ValidatingAdmissionPolicy");
+    create(&ns.client, &policy, &ns.name).await;
+    let binding = pick(&warn, "ValidatingAdmissionPolicyBinding");
+    create(&ns.client, &binding, &ns.name).await;
+    refuses(&ns, &flag, &["validationActions [Warn] has no Deny"]).await;
+    delete_cluster_scoped(&ns.client, &[&binding]).await;
+
+    // Denying, but only in this namespace.
+    let selected = render_bound_to(
+        &ns,
+        &release,
+        "ownerBinding",
+        &["--set", "projectBinding.enabled=false"],
+    );
+    let binding = pick(&selected, "ValidatingAdmissionPolicyBinding");
+    create(&ns.client, &binding, &ns.name).await;
+    refuses(&ns, &flag, &["its namespaceSelector leaves namespaces out"]).await;
+
+    // Told to run without it: both start, and say 0.
+    let unbound = [flag.as_str(), "--allow-unbound-owners"];
+    let mut operator = Operator::start(&ns.name, &unbound);
+    let addr = operator.http_addr().await;
+    assert_enforced(addr, 0).await;
+    assert!(operator.running(), "{}", operator.log());
+    assert!(
+        operator
+            .log()
+            .contains("running anyway (--allow-unbound-owners)"),
+        "{}",
+        operator.log()
+    );
+    drop(operator);
+    let verifier = Verifier::start_with(&ns, &unbound).await;
+    assert_enforced(verifier.http, 0).await;
+    drop(verifier);
+    delete_cluster_scoped(&ns.client, &[&binding]).await;
+
+    // The chart's binding as rendered by default: Deny, every namespace.
+    // It judges every ApiKey in the shared cluster, so it stays only until
+    // both have seen it.
+    let default = render(&[]);
+    let binding = pick(&default, "ValidatingAdmissionPolicyBinding");
+    create(&ns.client, &binding, &ns.name).await;
+    let mut operator = Operator::start(&ns.name, &[flag.as_str()]);
+    let verifier = Verifier::start_with(&ns, &[flag.as_str()]).await;
+    let addr = operator.http_addr().await;
+    assert_enforced(addr, 1).await;
+    assert_enforced(verifier.http, 1).await;
+    delete_cluster_scoped(&ns.client, &[&binding, &policy]).await;
+    assert!(operator.running(), "{}", operator.log());
+    assert!(
+        operator.log().contains("owner binding enforced"),
+        "{}",
+        operator.log()
+    );
+    drop(operator);
+    drop(verifier);
+    delete_cluster_scoped(&ns.client, &verifier_reader.iter().collect::<Vec<_>>()).await;
+    ns.delete().await;
+}
+
+/// Both processes, with `flag`, exit 1 with one error line naming each of
+/// `words`, the missing piece and the flag that overrides.
+async fn refuses(ns: &TestNamespace, flag: &str, words: &[&str]) {
+    let mut operator = Operator::start(&ns.name, &[flag]);
+    let code = operator.exit_code(Duration::from_secs(30)).await;
+    let log = operator.log();
+    assert_eq!(code, Some(1), "keymint run refuses to start:\n{log}");
+    let mut verifier = Verifier::spawn(ns, &[flag]).await;
+    let code = verifier.exit_code(Duration::from_secs(30)).await;
+    let verifier_log = verifier.log();
+    assert_eq!(
+        code,
+        Some(1),
+        "keymint verifier refuses to start:\n{verifier_log}"
+    );
+    for log in [log, verifier_log] {
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "one line:\n{log}");
+        for words in words.iter().chain(&[
+            "the owner binding is not enforced",
+            "--allow-unbound-owners",
+        ]) {
+            assert!(errors[0].contains(words), "{words:?} not in {}", errors[0]);
+        }
+    }
+}
+
+/// `/metrics` says `keymint_owner_binding_enforced <value>`.
+async fn assert_enforced(addr: std::net::SocketAddr, value: u8) {
+    let line = format!("keymint_owner_binding_enforced {value}\n");
+    let text = raw_http::get(addr, "/metrics", &[]).await.text();
+    assert!(text.contains(&line), "{line:?} not in\n{text}");
+}
+
+/// The chart's ClusterRole (and binding) with which the verifier reads the
+/// owner binding, for the test verifier's account.
+async fn install_verifier_reader(ns: &TestNamespace, release: &str) -> Vec<Value> {
+    let objects = chart::render(
+        release,
+        &ns.name,
+        &["--set", "verifier.serviceAccount.name=keymint-verifier"],
+    );
+    let name = format!("{release}-verifier-read-owner-binding");
+    let reader: Vec<Value> = objects
+        .iter()
+        .filter(|o| name_of(o) == name)
+        .cloned()
+        .collect();
+    assert_eq!(reader.len(), 2, "ClusterRole and ClusterRoleBinding {name}");
+    for object in &reader {
+        create(&ns.client, object, &ns.name).await;
+    }
+    let (user, groups) = crate::support::verifier::identity(&ns.name);
+    let check = crate::support::access::Check::new(
+        "list",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        None,
+    );
+    eventually(Duration::from_secs(30), || async {
+        crate::support::access::may(&ns.client, &user, &groups, &check).await
+    })
+    .await;
+    reader
 }
 
 /// The chart's owner binding bound to this namespace, alice and mallory

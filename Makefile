@@ -121,13 +121,15 @@ cluster-down: ## stop the local control plane started by cluster-up (and the dem
 		rm -f $(CP_DIR)/pid; echo "control plane stopped"; \
 	else echo "no control plane running"; fi
 
-run: ## run the operator against KUBECONFIG, or the local control plane when unset (flags: ARGS="...")
+run: tools ## run the operator against KUBECONFIG, or the local control plane (with the chart's owner binding) when unset (flags: ARGS="...")
 	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up >/dev/null && \
 		$(KUBECTL) --kubeconfig $(LOCAL_KUBECONFIG) apply --server-side -f crds/ >/dev/null && \
+		$(HELM) template keymint charts/keymint --show-only templates/owner-binding.yaml | \
+			$(KUBECTL) --kubeconfig $(LOCAL_KUBECONFIG) apply -f - >/dev/null && \
 		$(KUBECTL) --kubeconfig $(LOCAL_KUBECONFIG) create namespace keymint-system 2>/dev/null || true; fi; \
 	KUBECONFIG=$${KUBECONFIG:-$(abspath $(LOCAL_KUBECONFIG))} $(CARGO) run -- run $(ARGS)
 
-demo: cluster-up ## control plane, CRD, operator, examples: Active, Rejected and Expired keys, a key read once
+demo: cluster-up tools ## control plane, CRD, owner binding, operator, examples: Active, Rejected and Expired keys, a key read once
 	examples/demo.sh
 
 clean: cluster-down ## stop the control plane and remove build outputs

@@ -15,7 +15,10 @@ say "1. The CRD"
 run "$kubectl" apply --server-side -f crds/
 "$kubectl" wait --for=condition=Established --timeout=30s crd/apikeys.keymint.dev >/dev/null
 
-say "2. The operator (quota lowered to 2 keys per owner and project for the demo)"
+say "2. The owner binding and the operator (quota lowered to 2 keys per owner and project for the demo)"
+# The chart's admission policy that makes spec.owner the creator's username;
+# keymint refuses to start without it (or --allow-unbound-owners).
+run sh -c "$CP/bin/helm template keymint charts/keymint --show-only templates/owner-binding.yaml | $kubectl apply -f -"
 "$kubectl" create namespace keymint-system --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
 "$kubectl" create namespace payments --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
 if [ -f "$CP/operator.pid" ] && kill -0 "$(cat "$CP/operator.pid")" 2>/dev/null; then

@@ -14,6 +14,9 @@
 //!   `kubectl keymint`): errors, verdicts and tables (pure), the calls (I/O).
 //! - `runtime`: `keymint run` wiring, options, HTTP endpoints, leader
 //!   election, metrics.
+//! - `owner_binding`: whether the admission policy that binds an ApiKey's
+//!   owner to its creator is enforced (pure judge), checked by `run` and
+//!   `verifier` at start-up and every minute.
 //! - `verify`: `keymint verifier` — the index of key hashes and the verdict
 //!   (pure), the ApiKey watch, forward-auth, JSON and Envoy ext_authz.
 
@@ -23,6 +26,7 @@ pub mod audit;
 pub mod configmap;
 pub mod digest;
 pub mod duration;
+pub mod owner_binding;
 pub mod people;
 pub mod quota;
 pub mod reconcile;

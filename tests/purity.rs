@@ -27,6 +27,7 @@ const PURE: &[&str] = &[
     "src/verify/index.rs",
     "src/verify/decision.rs",
     "src/verify/credential.rs",
+    "src/owner_binding/judge.rs",
 ];
 
 /// What an I/O-free module has no business naming.

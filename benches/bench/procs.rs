@@ -67,6 +67,9 @@ impl Proc {
             "127.0.0.1:0",
             "--leader-elect",
             "false",
+            // The bench's cluster has no owner binding (a cluster-wide
+            // admission policy); it measures keymint, not admission.
+            "--allow-unbound-owners",
         ]);
         command.args(extra);
         command.env("RUST_LOG", "info");

@@ -42,6 +42,8 @@ pub struct Metrics {
     /// ApiKeys due and waiting for a worker (`runtime::queue`).
     pub queue_depth: Gauge,
     pub leader: Gauge,
+    /// `owner_binding::register`.
+    pub owner_binding_enforced: Gauge,
     registry: Registry,
 }
 
@@ -53,6 +55,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("keymint");
+        let owner_binding_enforced = crate::owner_binding::register(&mut registry);
         let mut m = Metrics {
             keys: Family::default(),
             keys_expiring_soon: Gauge::default(),
@@ -69,7 +73,8 @@ impl Metrics {
             events_dropped: Counter::default(),
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
-            registry: Registry::with_prefix("keymint"),
+            owner_binding_enforced,
+            registry,
         };
         m.register();
         m
@@ -210,6 +215,7 @@ mod tests {
             "keymint_audit_appends_total 0",
             "keymint_audit_segments_read_at_open 0",
             "keymint_leader 0",
+            "keymint_owner_binding_enforced 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");
         }

@@ -74,6 +74,9 @@ pub struct RunOptions {
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub owner_binding: crate::owner_binding::OwnerBindingOptions,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

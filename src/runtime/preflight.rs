@@ -103,6 +103,24 @@ pub fn needs(options: &RunOptions) -> Vec<Need> {
             out.push(need(verb, "", "configmaps", "", namespace));
         }
     }
+    // The owner binding is read at start-up and every minute (`owner_binding`).
+    out.push(Need {
+        name: Some(options.owner_binding.owner_binding_policy.clone()),
+        ..need(
+            "get",
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+            "",
+            &None,
+        )
+    });
+    out.push(need(
+        "list",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        "",
+        &None,
+    ));
     if options.leader_elect {
         out.push(need("create", "coordination.k8s.io", "leases", "", &own));
         for verb in ["get", "update"] {
@@ -249,5 +267,11 @@ mod tests {
         assert!(words.contains(&"get secrets in namespace team".to_string()));
         assert!(words.contains(&"create configmaps in namespace audit".to_string()));
         assert!(words.contains(&"update leases keymint in namespace keymint-system".to_string()));
+        assert!(words.contains(
+            &"get validatingadmissionpolicies keymint-owner-binding in all namespaces".to_string()
+        ));
+        assert!(
+            words.contains(&"list validatingadmissionpolicybindings in all namespaces".to_string())
+        );
     }
 }

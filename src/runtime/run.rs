@@ -41,6 +41,8 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error(transparent)]
     Preflight(#[from] crate::runtime::preflight::PreflightError),
+    #[error(transparent)]
+    OwnerBinding(#[from] crate::owner_binding::OwnerBindingError),
     #[error("cannot open the audit stream: {0}")]
     Audit(#[source] crate::audit::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
@@ -61,8 +63,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = client().await?;
     let api_keys = api_keys(&client, &options);
     crate::runtime::preflight::check(&client, &options, &api_keys).await?;
-    let instance = instance_name();
     let metrics = Arc::new(Metrics::new());
+    crate::owner_binding::gate(
+        &client,
+        &options.owner_binding,
+        &metrics.owner_binding_enforced,
+    )
+    .await?;
+    let instance = instance_name();
     let shutdown: Signal =
         crate::runtime::signal::shutdown_signal("finishing in-flight reconciles")
             .boxed()

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub index_keys: Gauge,
     pub relists: Counter,
     pub watch_errors: Counter,
+    /// `owner_binding::register`: named like `keymint run`'s, outside the
+    /// verifier's prefix.
+    pub owner_binding_enforced: Gauge,
     registry: Registry,
 }
 
@@ -51,7 +54,9 @@ impl Metrics {
         let index_keys = Gauge::default();
         let relists = Counter::default();
         let watch_errors = Counter::default();
-        let mut registry = Registry::with_prefix("keymint_verifier");
+        let mut root = Registry::with_prefix("keymint");
+        let owner_binding_enforced = crate::owner_binding::register(&mut root);
+        let registry = root.sub_registry_with_prefix("verifier");
         registry.register(
             "verifications",
             "Keys verified, by protocol and outcome (valid or the reason refused)",
@@ -89,7 +94,8 @@ impl Metrics {
             index_keys,
             relists,
             watch_errors,
-            registry,
+            owner_binding_enforced,
+            registry: root,
         }
     }
 
@@ -131,6 +137,7 @@ mod tests {
             "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"unknown\"} 1",
             "keymint_verifier_index_keys 0",
             "keymint_verifier_relists_total 0",
+            "keymint_owner_binding_enforced 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -31,4 +31,7 @@ pub struct VerifierOptions {
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub owner_binding: crate::owner_binding::OwnerBindingOptions,
 }

@@ -38,6 +38,8 @@ pub enum VerifierError {
         "cannot list ApiKeys (is the CRD installed, and may this account list and watch apikeys.keymint.dev?): {0}"
     )]
     ListApiKeys(#[source] kube::Error),
+    #[error(transparent)]
+    OwnerBinding(#[from] crate::owner_binding::OwnerBindingError),
     #[error("cannot serve HTTP on --http-addr: {0}")]
     Http(#[source] std::io::Error),
     #[error("cannot serve gRPC on --grpc-addr: {0}")]
@@ -95,15 +97,21 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     ));
     let client = Client::try_from(config).map_err(VerifierError::Client)?;
     let api_keys: Api<GuardedApiKey> = match &options.watch_namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
     api_keys
         .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
         .map_err(VerifierError::ListApiKeys)?;
-
     let shared = Arc::new(Shared::new());
+    crate::owner_binding::gate(
+        &client,
+        &options.owner_binding,
+        &shared.metrics.owner_binding_enforced,
+    )
+    .await?;
+
     let http_listener = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(VerifierError::Http)?;

@@ -101,9 +101,13 @@ fn build_image(dir: &Path) -> String {
 }
 
 /// The chart's Deployment for the test namespace's operator release,
-/// watching only that namespace.
+/// watching only that namespace, without the owner binding (a cluster-wide
+/// policy this test does not install).
 fn deployment(ns: &TestNamespace) -> Value {
-    let watch = format!("extraArgs=[\"--watch-namespace={}\"]", ns.name);
+    let watch = format!(
+        "extraArgs=[\"--watch-namespace={}\", \"--allow-unbound-owners\"]",
+        ns.name
+    );
     render(
         &operator_release(&ns.name),
         &ns.name,

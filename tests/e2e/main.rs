@@ -20,6 +20,7 @@ mod image;
 mod leaks;
 mod list_watch;
 mod minting;
+mod owner_binding;
 mod packaging;
 mod people;
 mod project_binding;

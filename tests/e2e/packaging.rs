@@ -148,7 +148,24 @@ async fn chart_values_narrow_the_scope_and_switch_features() {
     let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
     assert!(!kinds.contains("ValidatingAdmissionPolicy"), "{kinds:?}");
     assert!(!kinds.contains("MutatingAdmissionPolicy"), "{kinds:?}");
-    assert!(!kinds.contains("ClusterRoleBinding"), "{kinds:?}");
+    // Cluster-wide, only the right to read admission policies (they are
+    // cluster-scoped), to check the owner binding.
+    for object in objects
+        .iter()
+        .filter(|o| kind_of(o) == "ClusterRoleBinding")
+    {
+        assert!(name_of(object).ends_with("-read-owner-binding"), "{object}");
+    }
+    for object in objects.iter().filter(|o| kind_of(o) == "ClusterRole") {
+        if name_of(object).ends_with("-read-owner-binding") {
+            assert_eq!(
+                object["rules"],
+                json!([{"apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+                    "verbs": ["get", "list"]}]),
+            );
+        }
+    }
     // With a watch namespace, the operator's ApiKey and Secret rights are a
     // Role there, not a ClusterRole; no Lease rights without election.
     assert!(
@@ -446,6 +463,21 @@ async fn the_operator_works_with_only_the_charts_rbac() {
         ],
     );
     let installed = install_operator_rbac(&ns, &objects, &release).await;
+    // The chart's owner binding, as rendered (cluster-wide, Deny), which
+    // the Deployment's arguments name: keymint checks it at start-up. It
+    // judges every ApiKey in the shared cluster, so it stays only until
+    // keymint has seen it.
+    let binding: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            kind_of(o).starts_with("ValidatingAdmissionPolicy")
+                && name_of(o) == format!("{release}-owner-binding")
+        })
+        .collect();
+    assert_eq!(binding.len(), 2, "the owner binding: policy and binding");
+    for object in &binding {
+        create(&ns.client, object, &ns.name).await;
+    }
 
     // `keymint run` with the Deployment's own arguments (but a free port)
     // and environment, as the chart's ServiceAccount.
@@ -456,6 +488,10 @@ async fn the_operator_works_with_only_the_charts_rbac() {
             false => a,
         })
         .collect();
+    assert!(
+        args.contains(&format!("--owner-binding-policy={release}-owner-binding")),
+        "{args:?}"
+    );
     let operator = ChartOperator::start(&ns, &args);
     let addr = operator.http_addr().await;
     assert_eq!(http_get(addr, "/healthz").0, 200, "liveness probe path");
@@ -463,6 +499,12 @@ async fn the_operator_works_with_only_the_charts_rbac() {
         http_get(addr, "/readyz").0 == 200
     })
     .await;
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("keymint_owner_binding_enforced 1"),
+        "{metrics}"
+    );
+    delete_cluster_scoped(&ns.client, &binding).await;
 
     let api: Api<ApiKey> = ns.api();
     api.create(
@@ -919,6 +961,7 @@ async fn install_operator_rbac<'a>(
     objects: &'a [Value],
     release: &str,
 ) -> Vec<&'a Value> {
+    let reader = format!("{release}-read-owner-binding");
     let installed: Vec<&Value> = objects
         .iter()
         .filter(|o| {
@@ -926,12 +969,14 @@ async fn install_operator_rbac<'a>(
                 || (["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
                     .contains(&kind_of(o))
                     && name_of(o) == release)
+                || (["ClusterRole", "ClusterRoleBinding"].contains(&kind_of(o))
+                    && name_of(o) == reader)
         })
         .collect();
     assert_eq!(
         installed.len(),
-        5,
-        "SA, ClusterRole(Binding), Role(Binding)"
+        7,
+        "SA, ClusterRole(Binding), Role(Binding), the owner binding's reader"
     );
     for object in &installed {
         create(&ns.client, object, &ns.name).await;
@@ -952,6 +997,18 @@ async fn install_operator_rbac<'a>(
                 &user,
                 &groups,
                 &Check::new("create", "", "configmaps", here),
+            )
+            .await
+            && may(
+                &ns.client,
+                &user,
+                &groups,
+                &Check::new(
+                    "list",
+                    "admissionregistration.k8s.io",
+                    "validatingadmissionpolicybindings",
+                    None,
+                ),
             )
             .await
     })

@@ -134,7 +134,8 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
             "verifier",
             "--http-addr=0.0.0.0:8081",
             "--grpc-addr=0.0.0.0:9001",
-            "--log-format=json"
+            "--log-format=json",
+            &format!("--owner-binding-policy={release}-owner-binding"),
         ]
     );
     let pod = &deployment["spec"]["template"];
@@ -238,9 +239,18 @@ async fn the_verifier_narrows_to_a_namespace_and_offers_a_service_monitor() {
         kinds.contains(&"Role") && kinds.contains(&"RoleBinding"),
         "{kinds:?}"
     );
-    assert!(
-        !kinds.iter().any(|k| k.starts_with("Cluster")),
-        "no cluster-wide rights with a watch namespace: {kinds:?}"
+    // Cluster-wide, only reading the (cluster-scoped) admission policies,
+    // to check the owner binding.
+    let cluster_wide: Vec<&str> = mine
+        .iter()
+        .filter(|o| kind_of(o).starts_with("Cluster"))
+        .map(|o| name_of(o))
+        .collect();
+    let reader = format!("{name}-read-owner-binding");
+    assert_eq!(
+        cluster_wide,
+        [reader.as_str(), reader.as_str()],
+        "no other cluster-wide rights with a watch namespace"
     );
     let monitor = find(&objects, "ServiceMonitor", &name);
     assert_eq!(
@@ -348,7 +358,8 @@ async fn the_verifier_service_account_reads_api_keys_and_no_secrets() {
 }
 
 /// What the verifier's ServiceAccount may do (true) and may not (false),
-/// `here` being its own namespace: read ApiKeys anywhere, nothing else.
+/// `here` being its own namespace: read ApiKeys anywhere, and the admission
+/// policies (to check the owner binding), nothing else.
 fn verifier_checks(here: &str) -> Vec<(Check, bool)> {
     let (here, elsewhere) = (Some(here), Some("default"));
     let mut checks: Vec<(Check, bool)> = ["get", "list", "watch"]
@@ -379,27 +390,54 @@ fn verifier_checks(here: &str) -> Vec<(Check, bool)> {
             false,
         ),
     ]);
+    for resource in [
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    ] {
+        for (verb, expected) in [
+            ("get", true),
+            ("list", true),
+            ("create", false),
+            ("update", false),
+            ("delete", false),
+        ] {
+            let check = Check::new(verb, "admissionregistration.k8s.io", resource, None);
+            checks.push((check, expected));
+        }
+    }
     checks
 }
 
 /// Creates the verifier's ServiceAccount and RBAC (named `name`) from the
 /// rendering and waits until the authorizer has them; returns them.
 async fn install<'a>(ns: &TestNamespace, objects: &'a [Value], name: &str) -> Vec<&'a Value> {
+    let reader = format!("{name}-read-owner-binding");
     let installed: Vec<&Value> = verifier_objects(objects)
         .into_iter()
         .filter(|o| {
             ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"].contains(&kind_of(o))
-                && name_of(o) == name
+                && (name_of(o) == name || name_of(o) == reader)
         })
         .collect();
-    assert_eq!(installed.len(), 3, "ServiceAccount, ClusterRole(Binding)");
+    assert_eq!(
+        installed.len(),
+        5,
+        "ServiceAccount, ClusterRole(Binding), the owner binding's reader"
+    );
     for object in &installed {
         create(&ns.client, object, &ns.name).await;
     }
     let (user, groups) = service_account_identity(&ns.name, name);
     let list = Check::new("list", "keymint.dev", "apikeys", None);
-    eventually(Duration::from_secs(30), || {
-        may(&ns.client, &user, &groups, &list)
+    let policies = Check::new(
+        "list",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        None,
+    );
+    eventually(Duration::from_secs(30), || async {
+        may(&ns.client, &user, &groups, &list).await
+            && may(&ns.client, &user, &groups, &policies).await
     })
     .await;
     installed

@@ -97,11 +97,13 @@ pub async fn install_operator_rbac(client: &Client, namespace: &str) {
         "Role",
         "RoleBinding",
     ];
+    // Its own roles, and the cluster-wide one that reads the owner binding.
+    let names = [release.clone(), format!("{release}-read-owner-binding")];
     let mut installed = 0;
     for object in &objects {
         let kind = object["kind"].as_str().unwrap_or_default();
-        if !wanted.contains(&kind) || object["metadata"]["name"].as_str() != Some(release.as_str())
-        {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if !wanted.contains(&kind) || !names.iter().any(|n| n == name) {
             continue;
         }
         let api = api_for(client, object, namespace);
@@ -113,13 +115,20 @@ pub async fn install_operator_rbac(client: &Client, namespace: &str) {
         }
     }
     assert_eq!(
-        installed, 5,
-        "ServiceAccount, ClusterRole(Binding), Role(Binding)"
+        installed, 7,
+        "ServiceAccount, ClusterRole(Binding), Role(Binding), ClusterRole(Binding) reading the owner binding"
     );
     let (user, groups) = operator_identity(namespace);
+    let policies = super::access::Check::new(
+        "list",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        None,
+    );
     eventually(Duration::from_secs(30), || async {
         allowed(client, &user, &groups, "secrets", namespace).await
             && allowed(client, &user, &groups, "configmaps", namespace).await
+            && super::access::may(client, &user, &groups, &policies).await
     })
     .await;
 }

@@ -61,6 +61,9 @@ impl Operator {
                 command.args([flag, value]);
             }
         }
+        if !names_owner_binding(extra) {
+            command.arg("--allow-unbound-owners");
+        }
         command
             .args(extra)
             .env(
@@ -136,6 +139,22 @@ impl Operator {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit: its exit code (None
+    /// if it still runs, or was killed by a signal).
+    pub async fn exit_code(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -148,4 +167,14 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `extra` says how to treat the owner binding. Most tests install
+/// no admission policy (it is cluster-wide, and the cluster is shared): they
+/// run keymint with `--allow-unbound-owners`, as a cluster without the
+/// chart's policies must; tests of the binding name their policy instead.
+pub fn names_owner_binding(extra: &[&str]) -> bool {
+    extra
+        .iter()
+        .any(|a| a.starts_with("--owner-binding-policy") || a.starts_with("--allow-unbound-owners"))
 }

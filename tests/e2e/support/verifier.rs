@@ -32,9 +32,29 @@ pub struct Verifier {
 
 impl Verifier {
     /// Grants the verifier's account list/watch on the ApiKeys of `ns`,
-    /// starts `keymint verifier` watching `ns` on free loopback ports, and
-    /// waits until `/readyz` says its index is synced.
+    /// starts `keymint verifier` watching `ns` on free loopback ports
+    /// (without the owner binding: `--allow-unbound-owners`), and waits
+    /// until `/readyz` says its index is synced.
     pub async fn start(ns: &TestNamespace) -> Verifier {
+        Self::start_with(ns, &[]).await
+    }
+
+    /// As [`Verifier::start`], with `extra` flags.
+    pub async fn start_with(ns: &TestNamespace, extra: &[&str]) -> Verifier {
+        let mut verifier = Self::spawn(ns, extra).await;
+        verifier.http = verifier.logged_addr("serving HTTP").await;
+        verifier.grpc = verifier.logged_addr("serving gRPC").await;
+        let http = verifier.http;
+        eventually(Duration::from_secs(20), || async move {
+            raw_http::get(http, "/readyz", &[]).await.status == 200
+        })
+        .await;
+        verifier
+    }
+
+    /// Starts the process and returns at once (its addresses unknown): for
+    /// tests of a verifier that refuses to start.
+    pub async fn spawn(ns: &TestNamespace, extra: &[&str]) -> Verifier {
         grant_list_watch(&ns.client, &ns.name).await;
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let dir = control_plane()
@@ -49,27 +69,39 @@ impl Verifier {
         command
             .args(["verifier", "--watch-namespace", &ns.name])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig(&dir, &ns.name))
             .env("RUST_LOG", "keymint=debug,kube=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         crate::support::dies_with_the_test(&mut command);
+        if !super::operator::names_owner_binding(extra) {
+            command.arg("--allow-unbound-owners");
+        }
         let child = command.spawn().expect("start keymint verifier");
-        let mut verifier = Verifier {
+        Verifier {
             child: Some(child),
             log_path,
             http: "0.0.0.0:0".parse().expect("addr"),
             grpc: "0.0.0.0:0".parse().expect("addr"),
-        };
-        verifier.http = verifier.logged_addr("serving HTTP").await;
-        verifier.grpc = verifier.logged_addr("serving gRPC").await;
-        let http = verifier.http;
-        eventually(Duration::from_secs(20), || async move {
-            raw_http::get(http, "/readyz", &[]).await.status == 200
-        })
-        .await;
-        verifier
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit: its exit code (None
+    /// if it still runs, or was killed by a signal).
+    pub async fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn log(&self) -> String {
@@ -177,7 +209,7 @@ fn ext_authz_client() -> &'static Path {
     CLIENT.get_or_init(|| super::test_tool("keymint-extauthz-check", "tests/extauthz/build.sh"))
 }
 
-fn identity(namespace: &str) -> (String, Vec<String>) {
+pub fn identity(namespace: &str) -> (String, Vec<String>) {
     (
         format!("system:serviceaccount:{namespace}:{ACCOUNT}"),
         vec![

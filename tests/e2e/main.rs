@@ -23,6 +23,7 @@ mod minting;
 mod packaging;
 mod people;
 mod project_binding;
+mod provenance;
 mod quota;
 mod robustness;
 mod show_once;

@@ -383,3 +383,61 @@ async fn a_conflict_secret_replaced_with_an_owner_reference_is_still_a_conflict(
     assert_conflict_records_nothing(&keys.get("taken").await.expect("get"));
     ns.delete().await;
 }
+
+/// What losing the seal key (the Secret `keymint-provenance`) costs, as
+/// the README says: keys recorded in status are checked by their content
+/// and stay Active; a Secret from the crash window before the loss can no
+/// longer be proven, so its ApiKey is a Conflict — never a second key.
+#[tokio::test]
+async fn a_lost_seal_key_costs_only_the_adoption_of_an_unrecorded_secret() {
+    let ns = TestNamespace::new("sealkey").await;
+    let api: Api<ApiKey> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let mut operator = Operator::start(&ns.name, &[]);
+    for name in ["recorded", "unrecorded"] {
+        api.create(
+            &PostParams::default(),
+            &api_key(name, "payments", "alice@example.com"),
+        )
+        .await
+        .expect("create");
+    }
+    let recorded = wait_for_phase(&api, "recorded", Phase::Active, Duration::from_secs(30)).await;
+    wait_for_phase(&api, "unrecorded", Phase::Active, Duration::from_secs(30)).await;
+    operator.kill();
+    // The operator's namespace is the test's: its seal key is here.
+    let old_seal_key = secrets.get("keymint-provenance").await.expect("seal key");
+    assert_eq!(old_seal_key.immutable, Some(true));
+    api.patch_status(
+        "unrecorded",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": null})),
+    )
+    .await
+    .expect("as if the status write had never happened");
+    secrets
+        .delete("keymint-provenance", &DeleteParams::default())
+        .await
+        .expect("delete the seal key");
+
+    let _operator = Operator::start(&ns.name, &[]);
+    let judged = wait_for_phase(&api, "unrecorded", Phase::Conflict, Duration::from_secs(30)).await;
+    assert_conflict_records_nothing(&judged);
+    let new_seal_key = secrets
+        .get("keymint-provenance")
+        .await
+        .expect("a new seal key");
+    assert_ne!(new_seal_key.uid(), old_seal_key.uid());
+    // A few verification rounds: the recorded key is judged by its content.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let still = api.get("recorded").await.expect("get");
+    assert_eq!(
+        still.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Active)
+    );
+    assert_eq!(
+        still.status.and_then(|s| s.key_hash),
+        recorded.status.and_then(|s| s.key_hash)
+    );
+    ns.delete().await;
+}

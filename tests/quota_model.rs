@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keymint::apikey::lifecycle::{self, Step};
-use keymint::apikey::secret::Observed;
+use keymint::apikey::secret::{Observed, ProvenKey};
 use keymint::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus, Phase};
 use keymint::quota::admission::{self, Plan, Waiting};
 use keymint::quota::{Admission, Entry, Ledger};
@@ -265,12 +265,15 @@ impl Model {
             .insert(u.to_string(), current.clone());
         let cached = current;
         let observed = match self.server.secrets.contains_key(u) {
-            true => Observed::Ours {
+            // The model's Secrets are keymint's own: their seals verify.
+            true => Observed::Controlled {
                 content_hash: Some(format!("h-{u}")),
-                annotated_hash: Some(format!("h-{u}")),
+                proven: Some(ProvenKey {
+                    key_id: format!("id-{u}"),
+                    key_hash: format!("h-{u}"),
+                    created: None,
+                }),
                 uid: Some(u.to_string()),
-                key_id: None,
-                created: None,
             },
             false => Observed::Missing,
         };

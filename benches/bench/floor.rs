@@ -18,6 +18,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::apikey::lifecycle::{self, Outcome, StatusInput};
+use keymint::apikey::provenance::{self, SealKey};
 use keymint::apikey::{ApiKey, ApiKeyStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
@@ -53,6 +54,8 @@ struct Floor {
     api_keys: Api<ApiKey>,
     secrets: Api<Secret>,
     permits: Semaphore,
+    /// Seals each Secret as keymint does (in memory: no call of its own).
+    seal_key: SealKey,
 }
 
 async fn run() -> Result<()> {
@@ -68,6 +71,7 @@ async fn run() -> Result<()> {
         api_keys: Api::namespaced(client.clone(), &namespace),
         secrets: Api::namespaced(client, &namespace),
         permits: Semaphore::new(concurrency),
+        seal_key: SealKey::from_bytes(&provenance::fresh_key_bytes()?)?,
     });
     let mut seen: HashSet<String> = HashSet::new();
     let mut events = watcher(floor.api_keys.clone(), watcher::Config::default()).boxed();
@@ -126,7 +130,7 @@ where
 
 async fn mint(floor: &Floor, key: &ApiKey) -> Result<(ApiKeyStatus, String)> {
     let minted = keymint::apikey::key::mint()?;
-    let secret = keymint::apikey::secret::build(key, &minted);
+    let secret = keymint::apikey::secret::build(key, &minted, &floor.seal_key);
     let secret_name = keymint::apikey::secret::name(key);
     let created = match floor.secrets.create(&PostParams::default(), &secret).await {
         Ok(created) => created,

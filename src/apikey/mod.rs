@@ -8,6 +8,7 @@ pub mod crd;
 pub mod key;
 pub mod lean;
 pub mod lifecycle;
+pub mod provenance;
 pub mod resource;
 pub mod secret;
 

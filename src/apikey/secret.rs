@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::apikey::ApiKey;
 use crate::apikey::key::{self, MintedKey};
+use crate::apikey::provenance::{self, SealKey};
 
 /// Data key that holds the key, as DESIGN.md names it.
 pub const DATA_KEY: &str = "api-key";
@@ -20,6 +21,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "keymint";
 /// Label naming the ApiKey (names are at most 63 characters, so they fit).
 pub const LABEL_API_KEY: &str = "keymint.dev/api-key";
+/// Key id and hash, for humans and secret scanners. Never read back: a
+/// tenant may write anything here (keymint reads the key itself).
 pub const ANNOTATION_KEY_ID: &str = "keymint.dev/key-id";
 pub const ANNOTATION_KEY_HASH: &str = "keymint.dev/key-hash";
 
@@ -34,9 +37,12 @@ pub fn name(api_key: &ApiKey) -> String {
 
 /// The Secret for a freshly minted key. It is created once and never
 /// updated: `immutable` makes the API server refuse any change to its data,
-/// so the only way to alter it is to delete it, which keymint detects.
-pub fn build(api_key: &ApiKey, minted: &MintedKey) -> Secret {
+/// so the only way to alter it is to delete it, which keymint detects. It
+/// carries the seal that proves keymint minted it for this ApiKey
+/// (`provenance`): computed here, in memory, at no extra API call.
+pub fn build(api_key: &ApiKey, minted: &MintedKey, seal_key: &SealKey) -> Secret {
     let key_id = key::key_id(minted);
+    let key_hash = key::hash(minted);
     let template = api_key.spec.secret_template.clone().unwrap_or_default();
     // Template first, keymint's own keys last: ours win (the schema already
     // refuses `keymint.dev/` keys in the template; managed-by is ours too).
@@ -54,8 +60,12 @@ pub fn build(api_key: &ApiKey, minted: &MintedKey) -> Secret {
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect();
+    annotations.insert(
+        provenance::ANNOTATION.into(),
+        seal_key.seal(&api_key.uid().unwrap_or_default(), &key_hash),
+    );
     annotations.insert(ANNOTATION_KEY_ID.into(), key_id.clone());
-    annotations.insert(ANNOTATION_KEY_HASH.into(), key::hash(minted));
+    annotations.insert(ANNOTATION_KEY_HASH.into(), key_hash);
 
     let data = BTreeMap::from([
         (
@@ -93,46 +103,81 @@ pub fn build(api_key: &ApiKey, minted: &MintedKey) -> Secret {
 pub enum Observed {
     /// No Secret with that name.
     Missing,
-    /// A Secret controlled by this ApiKey (owner reference with its UID).
-    Ours {
+    /// A Secret whose controller ownerReference names this ApiKey. That
+    /// alone proves nothing (the UID is public): `proven` says whether
+    /// keymint minted what it holds.
+    Controlled {
         /// `sha256:` of what `data.api-key` holds now; None if it is gone.
         content_hash: Option<String>,
-        /// The hash recorded on the Secret when it was minted.
-        annotated_hash: Option<String>,
+        /// The key it holds, if its seal proves keymint minted that key for
+        /// this ApiKey: what adopting a Secret whose status was never
+        /// written needs.
+        proven: Option<ProvenKey>,
         /// The Secret's UID, to delete exactly this Secret and no other.
         uid: Option<String>,
-        /// The key id recorded on the Secret, and when it was created: what
-        /// adopting a Secret whose status was never written needs.
-        key_id: Option<String>,
-        created: Option<jiff::Timestamp>,
     },
     /// A Secret with that name that this ApiKey does not control.
     Foreign,
 }
 
+/// A key keymint proved it minted for this ApiKey, as read from the key
+/// itself (never from an annotation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenKey {
+    pub key_id: String,
+    pub key_hash: String,
+    /// When its Secret was created: when the key was minted.
+    pub created: Option<jiff::Timestamp>,
+}
+
 /// Judges a Secret found under the target name for the ApiKey with `uid`.
-pub fn observe(secret: Option<&Secret>, api_key_uid: &str) -> Observed {
+/// Hash and key id come from the content; annotations other than the seal
+/// are never read.
+pub fn observe(secret: Option<&Secret>, api_key_uid: &str, seal_key: &SealKey) -> Observed {
     let Some(secret) = secret else {
         return Observed::Missing;
     };
-    let ours = secret
+    let controlled = secret
         .owner_references()
         .iter()
         .any(|r| is_controller_ref_to(r, api_key_uid));
-    if !ours {
+    if !controlled {
         return Observed::Foreign;
     }
-    Observed::Ours {
-        content_hash: secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(DATA_KEY))
-            .map(|v| key::hash_bytes(&v.0)),
-        annotated_hash: secret.annotations().get(ANNOTATION_KEY_HASH).cloned(),
+    let content = secret.data.as_ref().and_then(|d| d.get(DATA_KEY));
+    let content_hash = content.map(|v| key::hash_bytes(&v.0));
+    let proven = match (content, &content_hash) {
+        (Some(content), Some(hash)) => prove(secret, &content.0, hash, api_key_uid, seal_key),
+        _ => None,
+    };
+    Observed::Controlled {
+        content_hash,
+        proven,
         uid: secret.uid(),
-        key_id: secret.annotations().get(ANNOTATION_KEY_ID).cloned(),
-        created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
+}
+
+/// The key in `content`, if it is a well-formed key and the Secret's seal
+/// verifies over this ApiKey's UID and the content's hash.
+fn prove(
+    secret: &Secret,
+    content: &[u8],
+    content_hash: &str,
+    api_key_uid: &str,
+    seal_key: &SealKey,
+) -> Option<ProvenKey> {
+    let seal = secret.annotations().get(provenance::ANNOTATION)?;
+    if !seal_key.proves(seal, api_key_uid, content_hash) {
+        return None;
+    }
+    // Sealed by keymint, so a key keymint minted; parsed all the same, so
+    // that the key id is always that of a well-formed key.
+    let minted = key::parse(std::str::from_utf8(content).ok()?).ok()?;
+    Some(ProvenKey {
+        key_id: key::key_id(&minted),
+        key_hash: content_hash.to_string(),
+        created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    })
 }
 
 fn is_controller_ref_to(r: &OwnerReference, uid: &str) -> bool {
@@ -179,11 +224,15 @@ mod tests {
         assert_eq!(name(&k), "payments-ci");
     }
 
+    fn seal_key() -> SealKey {
+        SealKey::from_bytes(&[7; provenance::SEAL_KEY_BYTES]).expect("seal key")
+    }
+
     #[test]
-    fn built_secret_carries_key_ownership_and_metadata() {
+    fn built_secret_carries_key_ownership_metadata_and_seal() {
         let k = api_key();
         let minted = key::mint().expect("mint");
-        let s = build(&k, &minted);
+        let s = build(&k, &minted, &seal_key());
         assert_eq!(s.metadata.name.as_deref(), Some("ci-deploy"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("payments"));
         assert_eq!(s.immutable, Some(true));
@@ -199,16 +248,19 @@ mod tests {
         let annotations = s.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(annotations["example.com/note"], "hi");
         assert_eq!(annotations[ANNOTATION_KEY_HASH], key::hash(&minted));
+        assert_eq!(annotations[ANNOTATION_KEY_ID], key::key_id(&minted));
         let data = s.data.as_ref().expect("data");
         assert_eq!(data[DATA_KEY].0, minted.expose().as_bytes());
         assert_eq!(
-            observe(Some(&s), "uid-1"),
-            Observed::Ours {
+            observe(Some(&s), "uid-1", &seal_key()),
+            Observed::Controlled {
                 content_hash: Some(key::hash(&minted)),
-                annotated_hash: Some(key::hash(&minted)),
+                proven: Some(ProvenKey {
+                    key_id: key::key_id(&minted),
+                    key_hash: key::hash(&minted),
+                    created: None,
+                }),
                 uid: None,
-                key_id: Some(key::key_id(&minted)),
-                created: None,
             }
         );
     }
@@ -216,31 +268,84 @@ mod tests {
     #[test]
     fn a_secret_of_another_owner_is_foreign() {
         let k = api_key();
-        let s = build(&k, &key::mint().expect("mint"));
-        assert_eq!(observe(Some(&s), "uid-2"), Observed::Foreign);
+        let s = build(&k, &key::mint().expect("mint"), &seal_key());
+        assert_eq!(observe(Some(&s), "uid-2", &seal_key()), Observed::Foreign);
         let mut plain = s.clone();
         plain.metadata.owner_references = None;
-        assert_eq!(observe(Some(&plain), "uid-1"), Observed::Foreign);
-        assert_eq!(observe(None, "uid-1"), Observed::Missing);
+        assert_eq!(
+            observe(Some(&plain), "uid-1", &seal_key()),
+            Observed::Foreign
+        );
+        assert_eq!(observe(None, "uid-1", &seal_key()), Observed::Missing);
+    }
+
+    /// What a tenant can write: our ownerReference, a well-formed key,
+    /// keymint's annotations (even a real seal copied from another Secret).
+    #[test]
+    fn an_owner_reference_and_annotations_prove_nothing() {
+        let k = api_key();
+        let theirs = key::mint().expect("mint");
+        let mut planted = build(&k, &theirs, &seal_key());
+        let annotations = planted.metadata.annotations.as_mut().expect("annotations");
+        // No seal: only annotations saying what the key is.
+        annotations.remove(provenance::ANNOTATION);
+        annotations.insert(ANNOTATION_KEY_HASH.into(), "sha256:victim".into());
+        annotations.insert(ANNOTATION_KEY_ID.into(), "km_victim".into());
+        let judged = observe(Some(&planted), "uid-1", &seal_key());
+        assert_eq!(
+            judged,
+            Observed::Controlled {
+                content_hash: Some(key::hash(&theirs)),
+                proven: None,
+                uid: None,
+            },
+            "hash from the content, no proof"
+        );
+        // A seal made with another key (another cluster's keymint).
+        let elsewhere = SealKey::from_bytes(&[8; provenance::SEAL_KEY_BYTES]).expect("key");
+        let sealed_elsewhere = build(&k, &theirs, &elsewhere);
+        assert!(matches!(
+            observe(Some(&sealed_elsewhere), "uid-1", &seal_key()),
+            Observed::Controlled { proven: None, .. }
+        ));
+        // A real seal, for another ApiKey's key, copied with its content to
+        // this ApiKey: it names the other UID.
+        let mut other = api_key();
+        other.metadata.uid = Some("uid-2".into());
+        let mut copied = build(&other, &theirs, &seal_key());
+        copied.metadata.owner_references = planted.metadata.owner_references.clone();
+        assert!(matches!(
+            observe(Some(&copied), "uid-1", &seal_key()),
+            Observed::Controlled { proven: None, .. }
+        ));
     }
 
     #[test]
-    fn changed_content_shows_in_the_content_hash() {
+    fn changed_content_breaks_the_proof_and_shows_in_the_content_hash() {
         let k = api_key();
         let minted = key::mint().expect("mint");
-        let mut s = build(&k, &minted);
-        s.data
-            .as_mut()
-            .expect("data")
-            .insert(DATA_KEY.into(), ByteString(b"something else".to_vec()));
-        let Observed::Ours {
-            content_hash,
-            annotated_hash,
-            ..
-        } = observe(Some(&s), "uid-1")
-        else {
-            panic!("ours");
-        };
-        assert_ne!(content_hash, annotated_hash);
+        let mut s = build(&k, &minted, &seal_key());
+        let other = key::mint().expect("mint");
+        s.data.as_mut().expect("data").insert(
+            DATA_KEY.into(),
+            ByteString(other.expose().as_bytes().to_vec()),
+        );
+        assert_eq!(
+            observe(Some(&s), "uid-1", &seal_key()),
+            Observed::Controlled {
+                content_hash: Some(key::hash(&other)),
+                proven: None,
+                uid: None,
+            }
+        );
+        s.data.as_mut().expect("data").remove(DATA_KEY);
+        assert_eq!(
+            observe(Some(&s), "uid-1", &seal_key()),
+            Observed::Controlled {
+                content_hash: None,
+                proven: None,
+                uid: None,
+            }
+        );
     }
 }

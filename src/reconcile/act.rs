@@ -10,16 +10,20 @@ use super::error::{Error, Object};
 use super::own_writes::OwnWrites;
 use crate::apikey::key::{self, MintedKey};
 use crate::apikey::lifecycle::Outcome;
+use crate::apikey::provenance::SealKey;
 use crate::apikey::secret::{self, MANAGER, Observed};
 use crate::apikey::{ApiKey, ApiKeyStatus};
 
 /// An ApiKey's Secret, under its deterministic name.
-pub struct KeySecret {
+pub struct KeySecret<'a> {
     api: Api<Secret>,
     namespace: String,
     pub name: String,
-    /// The ApiKey's UID: only a Secret controlled by it is ours.
+    /// The ApiKey's UID: what the Secret's controller reference and seal
+    /// must name.
     uid: String,
+    /// Seals what is minted, proves what is found.
+    seal_key: &'a SealKey,
 }
 
 /// What creating the Secret found.
@@ -29,19 +33,21 @@ pub enum Minted {
         outcome: Outcome,
         observed: Observed,
     },
-    /// A Secret with the name exists already: "already minted" if it is
-    /// ours, a conflict if not — for `decide` to judge, never overwritten.
+    /// A Secret with the name exists already: "already minted" if keymint
+    /// proves it minted it for this ApiKey, a conflict if not — for
+    /// `decide` to judge, never overwritten.
     Exists(Observed),
 }
 
-impl KeySecret {
-    pub fn of(client: &Client, api_key: &ApiKey) -> KeySecret {
+impl<'a> KeySecret<'a> {
+    pub fn of(client: &Client, seal_key: &'a SealKey, api_key: &ApiKey) -> KeySecret<'a> {
         let namespace = api_key.namespace().unwrap_or_default();
         KeySecret {
             api: Api::namespaced(client.clone(), &namespace),
             namespace,
             name: secret::name(api_key),
             uid: api_key.uid().unwrap_or_default(),
+            seal_key,
         }
     }
 
@@ -56,7 +62,7 @@ impl KeySecret {
     pub async fn observe(&self) -> Result<Observed, Error> {
         let found = self.api.get_opt(&self.name).await;
         let found = found.map_err(|e| self.object().get_secret(e))?;
-        Ok(secret::observe(found.as_ref(), &self.uid))
+        Ok(secret::observe(found.as_ref(), &self.uid, self.seal_key))
     }
 
     /// Mints the key and creates its Secret: the commit point. The key is
@@ -69,12 +75,12 @@ impl KeySecret {
         };
         let created = self
             .api
-            .create(&params, &secret::build(api_key, &minted))
+            .create(&params, &secret::build(api_key, &minted, self.seal_key))
             .await;
         match created {
             Ok(created) => Ok(Minted::Created {
                 outcome: active(&minted, &created),
-                observed: secret::observe(Some(&created), &self.uid),
+                observed: secret::observe(Some(&created), &self.uid, self.seal_key),
             }),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Ok(Minted::Exists(self.observe().await?))

@@ -15,7 +15,7 @@ pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
     // Transitions of an earlier reconcile that never reached the audit
     // stream (keymint stopped in between) come first.
     ctx.reporter.catch_up(api_key).await?;
-    let secret = KeySecret::of(&ctx.client, api_key);
+    let secret = KeySecret::of(&ctx.client, &ctx.seal_key, api_key);
     // A key waiting for a slot has no Secret, unless an attempt stopped
     // right after creating it: then its slot is already in the ledger and
     // creating the Secret finds it (AlreadyExists). Either way reading the
@@ -35,7 +35,7 @@ pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
 async fn act_on(
     api_key: &ApiKey,
     ctx: &Context,
-    secret: &KeySecret,
+    secret: &KeySecret<'_>,
     mut observed: Observed,
     now: Timestamp,
 ) -> Result<(Outcome, Observed), Error> {

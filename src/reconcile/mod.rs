@@ -4,7 +4,8 @@
 //!
 //! 1. The Secret is the commit point: creating it under its deterministic
 //!    name is what "minted" means. AlreadyExists means "already minted" —
-//!    adopt it if it is ours, report a conflict if not, never overwrite.
+//!    adopt it if keymint proves it minted it for this ApiKey (its seal,
+//!    `apikey::provenance`), report a conflict if not, never overwrite.
 //! 2. A key is recorded in its quota ledger before it is minted (`quota`).
 //! 3. Secret first, then status (only when it changed, and only against the
 //!    version that was observed), then the audit entry and the Event.
@@ -31,6 +32,7 @@ use tracing::warn;
 pub use error::{Category, Error};
 pub use failure::{Failures, backoff, error_policy};
 
+use crate::apikey::provenance::SealKey;
 use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::quota::slots::Slots;
 use own_writes::OwnWrites;
@@ -60,6 +62,9 @@ pub struct Context {
     pub own_writes: OwnWrites,
     /// Consecutive failures per ApiKey, for backoff and one Event per kind.
     pub failures: Failures,
+    /// Seals every minted Secret and proves a found one (read once at
+    /// start-up, `runtime::seal_key`).
+    pub seal_key: SealKey,
 }
 
 /// The controller's entry point for one ApiKey.

@@ -1,5 +1,6 @@
 //! `keymint run`: wiring (`run`), start-up checks (`preflight`), options,
-//! the HTTP endpoints, leader election and metrics.
+//! the HTTP endpoints, leader election, metrics and the provenance seal key
+//! (`seal_key`).
 
 pub mod cache;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod options;
 pub mod preflight;
 pub mod queue;
 pub mod run;
+pub mod seal_key;
 pub mod signal;
 pub mod watch;
 pub mod workers;

@@ -95,6 +95,13 @@ pub fn needs(options: &RunOptions) -> Vec<Need> {
     for verb in ["get", "create", "delete"] {
         out.push(need(verb, "", "secrets", "", &watched));
     }
+    // The provenance seal key, in keymint's own namespace: read at every
+    // start, created on the first (`runtime::seal_key`).
+    out.push(Need {
+        name: Some(crate::runtime::seal_key::SECRET_NAME.to_string()),
+        ..need("get", "", "secrets", "", &own)
+    });
+    out.push(need("create", "", "secrets", "", &own));
     for verb in ["create", "patch"] {
         out.push(need(verb, "events.k8s.io", "events", "", &watched));
     }
@@ -273,5 +280,11 @@ mod tests {
         assert!(
             words.contains(&"list validatingadmissionpolicybindings in all namespaces".to_string())
         );
+        assert!(
+            words.contains(
+                &"get secrets keymint-provenance in namespace keymint-system".to_string()
+            )
+        );
+        assert!(words.contains(&"create secrets in namespace keymint-system".to_string()));
     }
 }

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::apikey::GuardedApiKey;
+use crate::apikey::provenance::SealKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::quota::slots::Slots;
 use crate::quota::waiting::WaitingKeys;
@@ -43,6 +44,8 @@ pub enum RunError {
     Preflight(#[from] crate::runtime::preflight::PreflightError),
     #[error(transparent)]
     OwnerBinding(#[from] crate::owner_binding::OwnerBindingError),
+    #[error(transparent)]
+    SealKey(#[from] crate::runtime::seal_key::SealKeyLoadError),
     #[error("cannot open the audit stream: {0}")]
     Audit(#[source] crate::audit::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
@@ -81,8 +84,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         return Ok(());
     }
     metrics.leader.set(1);
-    // Leading: the audit stream is opened now, so its index of what is
-    // recorded includes everything an earlier leader appended.
+    // Leading: the seal key is read once, here (standbys never mint).
+    let seal_key = crate::runtime::seal_key::load(&client, &options.namespace).await?;
+    // The audit stream is opened now, so its index of what is recorded
+    // includes everything an earlier leader appended.
     let audit = open_audit(&client, &options, &instance, &metrics).await?;
     let lost: Signal = match &election {
         Some(e) => e.lost().boxed().shared(),
@@ -94,6 +99,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         instance,
         metrics: metrics.clone(),
         audit,
+        seal_key,
     };
     control(parts, api_keys, &status, stop(shutdown, lost.clone())).await;
     metrics.leader.set(0);
@@ -107,6 +113,7 @@ struct Parts {
     instance: String,
     metrics: Arc<Metrics>,
     audit: AuditLog,
+    seal_key: SealKey,
 }
 
 async fn client() -> Result<Client, RunError> {
@@ -320,6 +327,7 @@ fn context(
         instance,
         metrics,
         audit,
+        seal_key,
     } = parts;
     let event_source = kube::runtime::events::Reporter {
         controller: "keymint".into(),
@@ -355,6 +363,7 @@ fn context(
         max_backoff: options.max_backoff,
         own_writes,
         failures: Failures::default(),
+        seal_key,
     };
     (ctx, flush)
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::apikey::{ApiKey, Phase};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use serde_json::json;
 
 use crate::support::operator::Operator;
 use crate::support::{
@@ -263,6 +264,63 @@ async fn a_recreated_api_key_gets_a_new_key_and_the_old_secret_goes() {
         first.status.and_then(|s| s.key_hash),
         second.status.and_then(|s| s.key_hash),
         "a new key"
+    );
+    ns.delete().await;
+}
+
+/// The crash window: the operator created the Secret and died before it
+/// wrote the status. The next one finds keymint's Secret — its seal proves
+/// it — and adopts that key: the same Secret, the same hash, the key id of
+/// that hash, minted when the Secret was created. Nothing is minted again.
+#[tokio::test]
+async fn a_secret_minted_before_a_crash_is_adopted_by_its_seal() {
+    let ns = TestNamespace::new("crash-window").await;
+    let api: Api<ApiKey> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let mut operator = Operator::start(&ns.name, &[]);
+    api.create(
+        &PostParams::default(),
+        &api_key("crashed", "payments", "alice@example.com"),
+    )
+    .await
+    .expect("create");
+    wait_for_phase(&api, "crashed", Phase::Active, Duration::from_secs(30)).await;
+    operator.kill();
+    let minted = secrets.get("crashed").await.expect("the minted Secret");
+    assert!(
+        minted
+            .annotations()
+            .get("keymint.dev/provenance")
+            .is_some_and(|seal| seal.starts_with("v1:")),
+        "the Secret carries keymint's seal"
+    );
+    // As if the status write had never happened.
+    api.patch_status(
+        "crashed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": null})),
+    )
+    .await
+    .expect("clear the status");
+    assert!(api.get("crashed").await.expect("get").status.is_none());
+
+    let _operator = Operator::start(&ns.name, &[]);
+    let adopted = wait_for_phase(&api, "crashed", Phase::Active, Duration::from_secs(30)).await;
+    let status = adopted.status.expect("status");
+    let content = &minted.data.as_ref().expect("data")["api-key"].0;
+    let key = keymint::apikey::key::parse(std::str::from_utf8(content).expect("text"))
+        .expect("a well-formed key");
+    assert_eq!(status.key_hash, Some(keymint::apikey::key::hash(&key)));
+    assert_eq!(status.key_id, Some(keymint::apikey::key::key_id(&key)));
+    assert_eq!(
+        status.minted_at, minted.metadata.creation_timestamp,
+        "minted when its Secret was created"
+    );
+    let after = secrets.get("crashed").await.expect("the Secret");
+    assert_eq!(
+        after.uid(),
+        minted.uid(),
+        "the same Secret, never re-minted"
     );
     ns.delete().await;
 }

@@ -24,6 +24,7 @@ mod owner_binding;
 mod packaging;
 mod people;
 mod project_binding;
+mod provenance;
 mod quota;
 mod robustness;
 mod show_once;

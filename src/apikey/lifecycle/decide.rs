@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use crate::apikey::secret::Observed;
+use crate::apikey::secret::{Observed, ProvenKey};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase};
 
 /// What to do with an ApiKey.
@@ -18,8 +18,9 @@ pub enum Step {
     /// `expiresAt` has passed: delete our Secret (the one with this UID), if
     /// it is still there.
     Expire { delete_secret: Option<String> },
-    /// Never minted, and a Secret that is not ours holds the name: give back
-    /// any slot the key was admitted to.
+    /// Never minted, and a Secret keymint did not mint for this ApiKey holds
+    /// the name (whatever its ownerReferences say): give back any slot the
+    /// key was admitted to, mint nothing.
     Conflict,
 }
 
@@ -64,8 +65,9 @@ pub struct KeyRecord {
 
 /// Decides the next step. Expiry comes first (an expired key never mints and
 /// an expired Secret is always deleted); then a key that was minted is
-/// verified — a show-once key's Secret is meant to go; only a key never
-/// minted may request a slot.
+/// verified — a show-once key's Secret is meant to go; a Secret is adopted
+/// only if keymint proves it minted it; only a key never minted may request
+/// a slot.
 pub fn decide(
     status: Option<&ApiKeyStatus>,
     expires_at: Option<Timestamp>,
@@ -75,8 +77,11 @@ pub fn decide(
 ) -> Step {
     let already_expired = status.and_then(|s| s.phase) == Some(Phase::Expired);
     if already_expired || expires_at.is_some_and(|t| t <= now) {
+        // A Secret that names this ApiKey as its controller goes with it in
+        // any case (the garbage collector deletes it with the ApiKey): at
+        // expiry the key material goes, whoever wrote it.
         let delete_secret = match secret {
-            Observed::Ours { uid, .. } => uid.clone(),
+            Observed::Controlled { uid, .. } => uid.clone(),
             _ => None,
         };
         return Step::Expire { delete_secret };
@@ -85,14 +90,23 @@ pub fn decide(
     match secret {
         Observed::Missing if minted(status) && show_once => Step::Settled(Outcome::Revealed),
         Observed::Missing | Observed::Foreign if minted(status) => Step::Settled(Outcome::Lost),
-        Observed::Ours { content_hash, .. } if recorded.is_some() => {
+        // The recorded key is checked by its content, seal or none: Secrets
+        // minted before seals existed have none, and the content is the
+        // recorded key.
+        Observed::Controlled { content_hash, .. } if recorded.is_some() => {
             match content_hash.as_deref() == recorded {
                 true => Step::Settled(recorded_key(status)),
                 false => Step::Settled(Outcome::Tampered),
             }
         }
-        Observed::Ours { .. } => adopt(secret),
-        Observed::Foreign => Step::Conflict,
+        Observed::Controlled {
+            proven: Some(key), ..
+        } => Step::Settled(adopt(key)),
+        // Minted, with no hash recorded (a status an older keymint wrote),
+        // and the Secret proves nothing: never minted again, nothing taken
+        // from it.
+        Observed::Controlled { .. } if minted(status) => Step::Settled(Outcome::Tampered),
+        Observed::Controlled { .. } | Observed::Foreign => Step::Conflict,
         Observed::Missing => Step::RequestSlot,
     }
 }
@@ -125,23 +139,14 @@ pub fn waits_for_slot(api_key: &ApiKey, now: Timestamp) -> bool {
         && api_key.spec.expires_at.as_ref().is_none_or(|t| t.0 > now)
 }
 
-/// Our Secret, but no key recorded: an attempt stopped between creating
-/// the Secret and writing the status. Record the key it holds — never mint
-/// a second one — unless its content no longer matches what was minted.
-fn adopt(secret: &Observed) -> Step {
-    match secret {
-        Observed::Ours {
-            content_hash: Some(content),
-            annotated_hash: Some(annotated),
-            key_id,
-            created,
-            ..
-        } if content == annotated => Step::Settled(Outcome::Active {
-            key_id: key_id.clone().unwrap_or_default(),
-            key_hash: content.clone(),
-            minted_at: *created,
-        }),
-        _ => Step::Settled(Outcome::Tampered),
+/// A Secret keymint proves it minted for this ApiKey, but no key recorded:
+/// an attempt stopped between creating the Secret and writing the status.
+/// Record the key it holds — never mint a second one.
+fn adopt(key: &ProvenKey) -> Outcome {
+    Outcome::Active {
+        key_id: key.key_id.clone(),
+        key_hash: key.key_hash.clone(),
+        minted_at: key.created,
     }
 }
 
@@ -154,24 +159,21 @@ fn recorded_key(status: Option<&ApiKeyStatus>) -> Outcome {
     }
 }
 
-/// The key in our Secret when the status does not record one yet: minted
-/// by an attempt that stopped before writing the status. It was minted,
-/// whatever happens to it next.
+/// The key in a Secret keymint proves it minted, when the status does not
+/// record one yet: minted by an attempt that stopped before writing the
+/// status. It was minted, whatever happens to it next. Nothing else a
+/// Secret holds is ever recorded.
 pub fn unrecorded_key(status: Option<&ApiKeyStatus>, observed: &Observed) -> Option<KeyRecord> {
     if status.and_then(|s| s.key_hash.as_ref()).is_some() {
         return None;
     }
     match observed {
-        Observed::Ours {
-            content_hash,
-            annotated_hash,
-            key_id,
-            created,
-            ..
+        Observed::Controlled {
+            proven: Some(key), ..
         } => Some(KeyRecord {
-            key_id: key_id.clone().unwrap_or_default(),
-            key_hash: annotated_hash.clone().or_else(|| content_hash.clone())?,
-            minted_at: *created,
+            key_id: key.key_id.clone(),
+            key_hash: key.key_hash.clone(),
+            minted_at: key.created,
         }),
         _ => None,
     }

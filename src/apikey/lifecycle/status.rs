@@ -14,9 +14,9 @@ use crate::apikey::{ApiKeyStatus, Phase};
 /// Everything the status depends on besides the outcome.
 pub struct StatusInput<'a> {
     pub current: Option<&'a ApiKeyStatus>,
-    /// The key found in our Secret when the status has none recorded (the
-    /// operator stopped between creating the Secret and writing the status):
-    /// it was minted, whatever happens to it next.
+    /// The key found in a Secret keymint proves it minted, when the status
+    /// has none recorded (the operator stopped between creating the Secret
+    /// and writing the status): it was minted, whatever happens to it next.
     pub unrecorded_key: Option<KeyRecord>,
     pub generation: Option<i64>,
     pub secret_name: &'a str,
@@ -68,7 +68,7 @@ fn describe(outcome: &Outcome, secret: &str) -> (Phase, &'static str, String) {
             Phase::Conflict,
             "SecretConflict",
             format!(
-                "Secret {secret} exists and is not managed by this ApiKey; nothing was minted. Delete or rename that Secret, or set spec.secretName"
+                "Secret {secret} exists and keymint did not mint it (whatever its owner references and annotations say); nothing was minted and no quota slot is held. Delete or rename that Secret, or set spec.secretName"
             ),
         ),
         Outcome::Expired => (
@@ -101,8 +101,8 @@ struct RecordedKey {
 }
 
 /// The key the status records after this change: the one just minted,
-/// adopted or verified; else one found in our Secret that the status never
-/// recorded; else what was recorded before.
+/// adopted or verified; else one found in a Secret keymint proves it minted
+/// that the status never recorded; else what was recorded before.
 fn recorded_key(current: &ApiKeyStatus, input: &StatusInput, outcome: &Outcome) -> RecordedKey {
     let record = |k: &KeyRecord| RecordedKey {
         key_id: Some(k.key_id.clone()),

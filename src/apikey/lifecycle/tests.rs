@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::conditions::{EXPIRING_SOON, READY, RECONCILING, STALLED};
 use super::*;
 use crate::apikey::action::Transition;
-use crate::apikey::secret::Observed;
+use crate::apikey::secret::{Observed, ProvenKey};
 use crate::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus, Phase, TransitionTime};
 
 fn ts(s: &str) -> Timestamp {
@@ -23,13 +23,20 @@ fn minted(hash: &str) -> ApiKeyStatus {
     }
 }
 
-fn ours(content: Option<&str>, annotated: Option<&str>) -> Observed {
-    Observed::Ours {
+/// A Secret this ApiKey controls, holding a key with hash `content`;
+/// `proven` if its seal proves keymint minted that key for this ApiKey.
+fn controlled(content: Option<&str>, proven: bool) -> Observed {
+    Observed::Controlled {
         content_hash: content.map(String::from),
-        annotated_hash: annotated.map(String::from),
+        proven: match (proven, content) {
+            (true, Some(hash)) => Some(ProvenKey {
+                key_id: "km_1".into(),
+                key_hash: hash.into(),
+                created: Some(ts(NOW)),
+            }),
+            _ => None,
+        },
         uid: Some("secret-uid".into()),
-        key_id: Some("km_1".into()),
-        created: None,
     }
 }
 
@@ -116,15 +123,46 @@ fn a_key_waits_for_a_slot_exactly_when_decide_would_request_one() {
 }
 
 #[test]
-fn a_tampered_key_without_a_recorded_hash_never_waits_and_never_mints() {
-    // Our Secret with neither content nor annotation: decide says
-    // Tampered and records no hash.
-    let found = ours(None, None);
+fn a_secret_keymint_cannot_prove_is_a_conflict_and_records_nothing() {
+    // Our ownerReference, a well-formed key, no valid seal: what a tenant
+    // who may create Secrets can write. Before and after an admission.
+    let planted = controlled(Some("sha256:chosen"), false);
+    let rejected = with_phase(Phase::Rejected);
+    for status in [None, Some(&rejected)] {
+        assert_eq!(
+            decide(status, None, ts(NOW), &planted, false),
+            Step::Conflict
+        );
+        assert_eq!(decide::unrecorded_key(status, &planted), None);
+    }
+    let conflict = status(&input(None, None, NOW), &Outcome::Conflict);
+    assert_eq!((conflict.key_hash, conflict.key_id), (None, None));
+    assert!(
+        conflict.conditions[0]
+            .message
+            .contains("keymint did not mint it"),
+        "{:?}",
+        conflict.conditions[0]
+    );
+    // Neither does a Secret with no key in it.
     assert_eq!(
-        decide(None, None, ts(NOW), &found, false),
+        decide(None, None, ts(NOW), &controlled(None, false), false),
+        Step::Conflict
+    );
+}
+
+#[test]
+fn a_minted_key_without_a_recorded_hash_never_mints_again() {
+    // A status an older keymint wrote: Tampered, no hash. Whatever holds
+    // the name now and proves nothing: still Tampered, nothing recorded.
+    let legacy = with_phase(Phase::SecretTampered);
+    let planted = controlled(Some("sha256:chosen"), false);
+    assert_eq!(
+        decide(Some(&legacy), None, ts(NOW), &planted, false),
         Step::Settled(Outcome::Tampered)
     );
-    let tampered = status(&input(None, None, NOW), &Outcome::Tampered);
+    assert_eq!(decide::unrecorded_key(Some(&legacy), &planted), None);
+    let tampered = status(&input(Some(&legacy), None, NOW), &Outcome::Tampered);
     assert_eq!(tampered.key_hash, None);
     let key = api_key(Some(tampered.clone()), None);
     assert!(
@@ -152,7 +190,7 @@ fn an_expired_key_never_mints_and_its_secret_is_deleted() {
             Some(&minted("h")),
             past,
             ts(NOW),
-            &ours(Some("h"), Some("h")),
+            &controlled(Some("h"), false),
             false
         ),
         Step::Expire {
@@ -197,7 +235,7 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             Some(&s),
             None,
             ts(NOW),
-            &ours(Some("sha256:a"), Some("sha256:a")),
+            &controlled(Some("sha256:a"), false),
             false
         ),
         Step::Settled(Outcome::Active {
@@ -219,52 +257,54 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             Some(&s),
             None,
             ts(NOW),
-            &ours(Some("sha256:b"), Some("sha256:a")),
+            &controlled(Some("sha256:b"), true),
             false
         ),
-        Step::Settled(Outcome::Tampered)
+        Step::Settled(Outcome::Tampered),
+        "even a key keymint sealed is not the recorded one"
     );
     assert_eq!(
-        decide(
-            Some(&s),
-            None,
-            ts(NOW),
-            &ours(None, Some("sha256:a")),
-            false
-        ),
+        decide(Some(&s), None, ts(NOW), &controlled(None, false), false),
         Step::Settled(Outcome::Tampered)
     );
 }
 
 #[test]
-fn an_unrecorded_secret_of_ours_is_adopted_never_reminted() {
+fn an_unrecorded_secret_keymint_proves_is_adopted_never_reminted() {
     assert_eq!(
         decide(
             None,
             None,
             ts(NOW),
-            &ours(Some("sha256:a"), Some("sha256:a")),
+            &controlled(Some("sha256:a"), true),
             false
         ),
         Step::Settled(Outcome::Active {
             key_id: "km_1".into(),
             key_hash: "sha256:a".into(),
-            minted_at: None,
+            minted_at: Some(ts(NOW)),
         })
-    );
-    assert_eq!(
-        decide(
-            None,
-            None,
-            ts(NOW),
-            &ours(Some("sha256:b"), Some("sha256:a")),
-            false
-        ),
-        Step::Settled(Outcome::Tampered)
     );
     assert_eq!(
         decide(None, None, ts(NOW), &Observed::Foreign, false),
         Step::Conflict
+    );
+    // Found at expiry: recorded as minted, from the proof.
+    assert_eq!(
+        decide::unrecorded_key(None, &controlled(Some("sha256:a"), true)),
+        Some(KeyRecord {
+            key_id: "km_1".into(),
+            key_hash: "sha256:a".into(),
+            minted_at: Some(ts(NOW)),
+        })
+    );
+    assert_eq!(
+        decide::unrecorded_key(
+            Some(&minted("sha256:a")),
+            &controlled(Some("sha256:a"), true)
+        ),
+        None,
+        "a recorded key is kept as recorded"
     );
 }
 

@@ -171,7 +171,7 @@ impl Metrics {
     }
 }
 
-pub const ALL_PHASES: [Phase; 7] = [
+pub const ALL_PHASES: [Phase; 8] = [
     Phase::Pending,
     Phase::Active,
     Phase::Rejected,
@@ -179,6 +179,7 @@ pub const ALL_PHASES: [Phase; 7] = [
     Phase::Expired,
     Phase::SecretLost,
     Phase::SecretTampered,
+    Phase::NeverShown,
 ];
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 
+use super::reveal::{self, Reveal, ShowOnce};
 use crate::apikey::secret::Observed;
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase};
 
@@ -21,6 +22,9 @@ pub enum Step {
     /// Never minted, and a Secret that is not ours holds the name: give back
     /// any slot the key was admitted to.
     Conflict,
+    /// A show-once key nobody acknowledged within its reveal window: delete
+    /// our Secret (the one with this UID), if it is still there.
+    NeverShown { delete_secret: Option<String> },
 }
 
 /// The result of a step: what the status should say.
@@ -49,9 +53,12 @@ pub enum Outcome {
     Lost,
     /// Minted, but the Secret no longer holds the minted key.
     Tampered,
-    /// A show-once key whose Secret is gone: shown to its person and
-    /// deleted, as designed. Still Active: it verifies by its hash.
+    /// A show-once key whose Secret is gone and whose owner acknowledged
+    /// seeing it (`lifecycle::reveal`). Still Active: it verifies by its hash.
     Revealed,
+    /// A show-once key nobody acknowledged within its reveal window: its
+    /// Secret deleted, the key no longer verifies.
+    NeverShown,
 }
 
 /// A minted key as status records it.
@@ -64,14 +71,14 @@ pub struct KeyRecord {
 
 /// Decides the next step. Expiry comes first (an expired key never mints and
 /// an expired Secret is always deleted); then a key that was minted is
-/// verified — a show-once key's Secret is meant to go; only a key never
-/// minted may request a slot.
+/// verified — a show-once key's Secret is meant to go, as `reveal` rules;
+/// only a key never minted may request a slot.
 pub fn decide(
     status: Option<&ApiKeyStatus>,
     expires_at: Option<Timestamp>,
     now: Timestamp,
     secret: &Observed,
-    show_once: bool,
+    show_once: Option<&ShowOnce>,
 ) -> Step {
     let already_expired = status.and_then(|s| s.phase) == Some(Phase::Expired);
     if already_expired || expires_at.is_some_and(|t| t <= now) {
@@ -81,9 +88,18 @@ pub fn decide(
         };
         return Step::Expire { delete_secret };
     }
+    if let (Some(show_once), Some(current)) = (show_once, status)
+        && minted(status)
+    {
+        match reveal::reveal(show_once, current, secret, now) {
+            Reveal::Revealed => return Step::Settled(Outcome::Revealed),
+            Reveal::Awaiting => return Step::Settled(recorded_key(status)),
+            Reveal::NeverShown { delete_secret } => return Step::NeverShown { delete_secret },
+            Reveal::Verify => {}
+        }
+    }
     let recorded = status.and_then(|s| s.key_hash.as_deref());
     match secret {
-        Observed::Missing if minted(status) && show_once => Step::Settled(Outcome::Revealed),
         Observed::Missing | Observed::Foreign if minted(status) => Step::Settled(Outcome::Lost),
         Observed::Ours { content_hash, .. } if recorded.is_some() => {
             match content_hash.as_deref() == recorded {
@@ -104,7 +120,7 @@ pub fn minted(status: Option<&ApiKeyStatus>) -> bool {
         s.key_hash.is_some()
             || matches!(
                 s.phase,
-                Some(Phase::Active | Phase::SecretLost | Phase::SecretTampered)
+                Some(Phase::Active | Phase::SecretLost | Phase::SecretTampered | Phase::NeverShown)
             )
     })
 }

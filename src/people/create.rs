@@ -4,7 +4,9 @@
 //! A create that does not end with a key shown leaves nothing behind: a key
 //! that was rejected, conflicts, or got no answer in time is removed again,
 //! so a person who saw an error never holds a key they do not know of (a
-//! rejected key would otherwise wait in line and be minted later).
+//! rejected key would otherwise wait in line and be minted later). So is a
+//! show-once key that could not be shown (its Secret gone or held): someone
+//! else may hold it, and it must not verify.
 
 use std::io::Write;
 use std::time::Duration;
@@ -116,7 +118,18 @@ pub async fn run(cluster: &Cluster, args: &CreateArgs) -> Result<(), PeopleError
     spinner.finish();
     let (latest, verdict) = waited?;
     match verdict {
-        Verdict::Active => show(cluster, &latest, args).await,
+        Verdict::Active => match show(cluster, &latest, args).await {
+            // A show-once key that was not shown must not verify: nobody
+            // holds it, or someone other than its owner does.
+            Err(e) if args.show_once && !matches!(e, PeopleError::NotAcknowledged { .. }) => {
+                Err(PeopleError::NotShown {
+                    name: args.name.clone(),
+                    reason: e.to_string(),
+                    removed: remove(&api, &created).await,
+                })
+            }
+            shown => shown,
+        },
         Verdict::Waiting if latest.status.is_none() => Err(PeopleError::NotRunning {
             name: args.name.clone(),
             waited: args.timeout,
@@ -300,14 +313,11 @@ async fn show(cluster: &Cluster, api_key: &ApiKey, args: &CreateArgs) -> Result<
         match forget(&secrets, &found).await {
             Ok(()) => {}
             Err(Forget::Failed(e)) => return Err(e),
-            // The held key must not verify: its ApiKey goes.
             Err(Forget::Held { finalizers }) => {
                 return Err(PeopleError::SecretHeld {
-                    name: api_key.name_any(),
                     secret: secret_name.clone(),
                     namespace: cluster.namespace.clone(),
                     finalizers: finalizers.join(", "),
-                    removed: remove(&cluster.api_keys(), api_key).await,
                 });
             }
         }

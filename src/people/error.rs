@@ -71,13 +71,17 @@ pub enum PeopleError {
         reason: String,
     },
     #[error(
-        "Secret {secret} in namespace {namespace} was deleted but is still there: finalizer(s) {finalizers} hold it, key and all, for anyone who may read Secrets there — so the key was not printed{removed}. Find out who added the finalizer, remove it (kubectl patch secret {secret} -n {namespace} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'), then create a new key"
+        "Secret {secret} in namespace {namespace} was deleted but is still there: finalizer(s) {finalizers} hold it, key and all, for anyone who may read Secrets there — so the key was not printed. Find out who added the finalizer, remove it (kubectl patch secret {secret} -n {namespace} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'), then create a new key"
     )]
     SecretHeld {
-        name: String,
         secret: String,
         namespace: String,
         finalizers: String,
+    },
+    #[error("the show-once key of ApiKey {name} was not shown: {reason}{removed}")]
+    NotShown {
+        name: String,
+        reason: String,
         removed: String,
     },
     #[error(

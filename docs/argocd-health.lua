@@ -9,6 +9,7 @@
 --   Conflict, Expired, SecretLost, SecretTampered      -> Degraded
 --     (the Secret is missing, foreign or not the minted key: workloads that
 --      mount it are broken until someone acts)
+--   NeverShown (a show-once key nobody acknowledged)   -> Degraded
 -- The message is keymint's own, from the Ready condition: the one kstatus
 -- (Flux) shows through the Stalled condition.
 -- Argo CD opens only the base, table and a reduced os library for a health
@@ -59,7 +60,7 @@ elseif phase == "Pending" then
   hs.status = "Progressing"
   hs.message = message ~= "" and message or "Waiting for keymint to mint the key"
 elseif phase == "Rejected" or phase == "Conflict" or phase == "Expired"
-    or phase == "SecretLost" or phase == "SecretTampered" then
+    or phase == "SecretLost" or phase == "SecretTampered" or phase == "NeverShown" then
   hs.status = "Degraded"
   hs.message = message ~= "" and message or phase
 else

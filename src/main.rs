@@ -98,7 +98,9 @@ async fn cli(cli: Cli) -> ExitCode {
         Command::People(command) => match keymint::people::run(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                // The API server's messages quote what tenants wrote.
+                let said = e.to_string();
+                eprintln!("error: {}", keymint::people::terminal::escape(&said));
                 ExitCode::FAILURE
             }
         },

@@ -277,7 +277,7 @@ impl Model {
             },
             false => Observed::Missing,
         };
-        let step = lifecycle::decide(cached.status.as_ref(), None, self.now(), &observed, false);
+        let step = lifecycle::decide(cached.status.as_ref(), None, self.now(), &observed, None);
         match step {
             Step::RequestSlot => Some(self.read_and_plan(p, &cached)),
             Step::Settled(lifecycle::Outcome::Active { .. }) => {

@@ -26,6 +26,9 @@ pub enum Action {
     /// Secret deleted: the key exists nowhere in the cluster (it still
     /// verifies by its hash).
     Revealed,
+    /// A show-once key nobody acknowledged seeing within the reveal window:
+    /// its Secret was deleted and the key no longer verifies.
+    NeverShown,
     /// The ApiKey was deleted (recorded by its finalizer, never in status).
     Deleted,
     /// Audit retention removed old segments (a stream entry, no ApiKey).
@@ -33,7 +36,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Minted,
         Action::Rejected,
         Action::Conflict,
@@ -43,6 +46,7 @@ impl Action {
         Action::SecretTampered,
         Action::SecretRestored,
         Action::Revealed,
+        Action::NeverShown,
         Action::Deleted,
         Action::Pruned,
     ];
@@ -59,6 +63,7 @@ impl Action {
             Action::SecretTampered => "secret-tampered",
             Action::SecretRestored => "secret-restored",
             Action::Revealed => "revealed",
+            Action::NeverShown => "never-shown",
             Action::Deleted => "deleted",
             Action::Pruned => "pruned",
         }
@@ -90,6 +95,7 @@ pub enum Transition {
     SecretTampered,
     SecretRestored,
     Revealed,
+    NeverShown,
 }
 
 impl From<Transition> for Action {
@@ -104,6 +110,7 @@ impl From<Transition> for Action {
             Transition::SecretTampered => Action::SecretTampered,
             Transition::SecretRestored => Action::SecretRestored,
             Transition::Revealed => Action::Revealed,
+            Transition::NeverShown => Action::NeverShown,
         }
     }
 }
@@ -123,6 +130,7 @@ impl TryFrom<Action> for Transition {
             Action::SecretTampered => Transition::SecretTampered,
             Action::SecretRestored => Transition::SecretRestored,
             Action::Revealed => Transition::Revealed,
+            Action::NeverShown => Transition::NeverShown,
             Action::Deleted | Action::Pruned => return Err(action),
         })
     }
@@ -204,7 +212,7 @@ mod tests {
         let schema = schemars::schema_for!(Transition);
         let schema = serde_json::to_value(schema).expect("json");
         let names = schema["enum"].as_array().expect("enum");
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         assert!(!names.contains(&"deleted".into()) && !names.contains(&"pruned".into()));
     }
 }

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use kube::core::error_boundary::InvalidObject;
 
 use crate::apikey::lifecycle::conditions;
+use crate::apikey::lifecycle::reveal::REVEALED_ANNOTATION;
 use crate::apikey::{
     ApiKey, ApiKeySpec, ApiKeyStatus, GuardedApiKey, Phase, SecretTemplate, TransitionRecord,
 };
@@ -106,6 +107,9 @@ pub struct CachedApiKey {
     created: When,
     deleting: When,
     finalizers: Option<Box<[Arc<str>]>>,
+    /// The owner's acknowledgement of a show-once key's reveal (the key id
+    /// of its `keymint.dev/revealed` annotation).
+    revealed: Option<Span>,
     body: Body,
 }
 
@@ -186,6 +190,13 @@ impl CachedApiKey {
         let name = texts.add(metadata.name.as_deref().unwrap_or_default());
         let uid = texts.add_some(metadata.uid.as_deref());
         let resource_version = texts.add_some(metadata.resource_version.as_deref());
+        let revealed = texts.add_some(
+            metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REVEALED_ANNOTATION))
+                .map(String::as_str),
+        );
         let body = match &watched.0 {
             Ok(api_key) => Body::Readable(Readable {
                 spec: Spec::new(&api_key.spec, words),
@@ -209,6 +220,7 @@ impl CachedApiKey {
                 .finalizers
                 .as_ref()
                 .map(|f| f.iter().map(|f| words.word(f)).collect()),
+            revealed,
             body,
         }
     }
@@ -285,6 +297,8 @@ impl CachedApiKey {
                 .finalizers
                 .as_ref()
                 .map(|f| f.iter().map(|f| f.to_string()).collect()),
+            annotations: owned(self.revealed)
+                .map(|v| [(REVEALED_ANNOTATION.to_string(), v)].into()),
             ..ObjectMeta::default()
         }
     }
@@ -401,6 +415,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
     use serde_json::json;
 
     #[test]
@@ -429,7 +444,8 @@ mod tests {
                 "resourceVersion": "42", "generation": 2,
                 "creationTimestamp": "2026-12-01T10:00:00Z",
                 "deletionTimestamp": "2026-12-02T10:00:00Z",
-                "finalizers": ["keymint.dev/cleanup", "example.com/hold"]
+                "finalizers": ["keymint.dev/cleanup", "example.com/hold"],
+                "annotations": {"keymint.dev/revealed": "km_Sdz7gm2XJHwC"}
             },
             "spec": {
                 "project": "payments", "owner": "alice@example.com", "description": "CI",
@@ -477,6 +493,7 @@ mod tests {
         };
         assert_same(&before, &after);
         assert!(after.status.is_some() && after.spec.secret_template.is_some());
+        assert!(after.annotations().contains_key(REVEALED_ANNOTATION));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! An ApiKey as keymint's watches deliver it — the controller's cache and
 //! the verifier's index alike: the fields keymint reads, parsed straight
 //! from the API server's JSON, and nothing else. `managedFields`, labels,
-//! annotations (kubectl's last-applied copy of the whole object among them)
-//! and owner references are skipped by the parser, never allocated: they
+//! annotations (kubectl's last-applied copy of the whole object among them;
+//! all but the owner's acknowledgement of a show-once key's reveal) and
+//! owner references are skipped by the parser, never allocated: they
 //! were most of a cached ApiKey's memory and most of the parsing of a
 //! 100,000-key list.
 //!
@@ -20,6 +21,7 @@ use kube::core::error_boundary::InvalidObject;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::apikey::lifecycle::reveal::REVEALED_ANNOTATION;
 use crate::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
 
 /// A watched ApiKey: readable, or the reason it is not (with its metadata).
@@ -40,6 +42,14 @@ struct LeanMeta {
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     finalizers: Option<Vec<String>>,
+    annotations: Option<LeanAnnotations>,
+}
+
+/// The one annotation keymint reads; the others are skipped unread.
+#[derive(Deserialize)]
+struct LeanAnnotations {
+    #[serde(rename = "keymint.dev/revealed")]
+    revealed: Option<String>,
 }
 
 impl From<LeanMeta> for ObjectMeta {
@@ -53,6 +63,10 @@ impl From<LeanMeta> for ObjectMeta {
             creation_timestamp: m.creation_timestamp,
             deletion_timestamp: m.deletion_timestamp,
             finalizers: m.finalizers,
+            annotations: m
+                .annotations
+                .and_then(|a| a.revealed)
+                .map(|v| [(REVEALED_ANNOTATION.to_string(), v)].into()),
             ..ObjectMeta::default()
         }
     }
@@ -135,6 +149,7 @@ impl Resource for GuardedApiKey {
 mod tests {
     use super::*;
     use crate::apikey::Phase;
+    use kube::ResourceExt;
     use serde_json::json;
 
     fn watched() -> serde_json::Value {
@@ -182,6 +197,24 @@ mod tests {
         assert_eq!(api_key.spec.owner, "alice@example.com");
         let status = api_key.status.expect("status");
         assert_eq!(status.phase, Some(Phase::Active));
+    }
+
+    #[test]
+    fn of_the_annotations_only_the_reveals_acknowledgement_is_kept() {
+        let mut acknowledged = watched();
+        acknowledged["metadata"]["annotations"][REVEALED_ANNOTATION] = json!("km_Sdz7gm2XJHwC");
+        let GuardedApiKey(Ok(api_key)) = serde_json::from_value(acknowledged).expect("parses")
+        else {
+            panic!("readable");
+        };
+        let kept: Vec<(&String, &String)> = api_key.annotations().iter().collect();
+        assert_eq!(
+            kept,
+            [(
+                &REVEALED_ANNOTATION.to_string(),
+                &"km_Sdz7gm2XJHwC".to_string()
+            )]
+        );
     }
 
     #[test]

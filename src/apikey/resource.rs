@@ -100,9 +100,13 @@ pub struct ApiKeySpec {
     pub secret_template: Option<SecretTemplate>,
 
     /// A person's key, shown once (`keymint create --show-once`): the CLI
-    /// reads the key from its Secret and deletes the Secret, and keymint
-    /// records `revealed` instead of SecretLost — the key then exists
-    /// nowhere in the cluster and still verifies by its hash. Immutable.
+    /// reads the key from its Secret, deletes the Secret, prints the key
+    /// once it has seen the Secret gone, and acknowledges with the
+    /// annotation `keymint.dev/revealed: <key id>`; keymint then records
+    /// `revealed` — the key exists nowhere in the cluster and still
+    /// verifies by its hash. A key not acknowledged within keymint's reveal
+    /// window has its Secret deleted and becomes NeverShown (it no longer
+    /// verifies). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show_once: Option<bool>,
 }
@@ -177,6 +181,9 @@ pub enum Phase {
     SecretLost,
     /// The Secret's content no longer matches the minted key's hash.
     SecretTampered,
+    /// A show-once key whose owner never acknowledged seeing it within the
+    /// reveal window: its Secret was deleted and the key no longer verifies.
+    NeverShown,
 }
 
 /// What keymint observed and did. Only the SHA-256 of the key and a public key

@@ -417,6 +417,7 @@ mod tests {
             "secret-tampered",
             "secret-restored",
             "revealed",
+            "never-shown",
             "deleted",
             "pruned",
         ];

@@ -4,7 +4,9 @@
 //! A create that does not end with a key shown leaves nothing behind: a key
 //! that was rejected, conflicts, or got no answer in time is removed again,
 //! so a person who saw an error never holds a key they do not know of (a
-//! rejected key would otherwise wait in line and be minted later).
+//! rejected key would otherwise wait in line and be minted later). So is a
+//! show-once key that could not be shown (its Secret gone or held): someone
+//! else may hold it, and it must not verify.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,18 +15,24 @@ use clap::{Args, ValueEnum};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 
+use crate::apikey::lifecycle::reveal::REVEALED_ANNOTATION;
 use crate::apikey::{ApiKey, ApiKeySpec, Phase, key, secret};
 use crate::people::connection::{Cluster, Connection};
 use crate::people::error::{API_KEYS, Call, PeopleError};
 use crate::people::outcome::{self, Verdict};
-use crate::people::terminal::Spinner;
+use crate::people::terminal::{Spinner, escape};
 
 /// The field manager of the people's writes, so managedFields say who.
 pub const FIELD_MANAGER: &str = "keymint-cli";
+
+/// How long a show-once key's deleted Secret may take to disappear before
+/// the CLI concludes that something holds it (a finalizer): an unheld
+/// Secret is gone as soon as its delete returns.
+const SECRET_GONE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -40,9 +48,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "30d|RFC3339")]
     pub expires: Option<String>,
     /// Show the key once and leave it nowhere in the cluster: its Secret is
-    /// deleted before the key is printed (keymint records `revealed`; the
-    /// key still verifies). For a person's key — workloads cannot mount it.
-    /// Needs `delete` on Secrets in the namespace.
+    /// deleted, and the key printed only once the Secret is seen gone; the
+    /// reveal is then acknowledged on the ApiKey (keymint records
+    /// `revealed`; the key still verifies). For a person's key — workloads
+    /// cannot mount it. Needs `delete` on Secrets and `patch` on ApiKeys in
+    /// the namespace.
     #[arg(long)]
     pub show_once: bool,
     /// How long to wait for keymint to mint the key.
@@ -108,7 +118,18 @@ pub async fn run(cluster: &Cluster, args: &CreateArgs) -> Result<(), PeopleError
     spinner.finish();
     let (latest, verdict) = waited?;
     match verdict {
-        Verdict::Active => show(cluster, &latest, args).await,
+        Verdict::Active => match show(cluster, &latest, args).await {
+            // A show-once key that was not shown must not verify: nobody
+            // holds it, or someone other than its owner does.
+            Err(e) if args.show_once && !matches!(e, PeopleError::NotAcknowledged { .. }) => {
+                Err(PeopleError::NotShown {
+                    name: args.name.clone(),
+                    reason: e.to_string(),
+                    removed: remove(&api, &created).await,
+                })
+            }
+            shown => shown,
+        },
         Verdict::Waiting if latest.status.is_none() => Err(PeopleError::NotRunning {
             name: args.name.clone(),
             waited: args.timeout,
@@ -251,14 +272,18 @@ fn phase_word(phase: Phase) -> &'static str {
         Phase::Expired => "expired",
         Phase::SecretLost => "minted but its Secret is gone",
         Phase::SecretTampered => "minted but its Secret was changed",
+        Phase::NeverShown => "minted but never shown",
         Phase::Pending | Phase::Active => "not minted",
     }
 }
 
 /// Reads the key from its Secret, checks it is the one minted (its hash
 /// is the status's), and prints it once. A show-once key's Secret is
-/// deleted first: a crash before the print leaves a key nobody saw, which
-/// the person deletes; never a key shown and still kept.
+/// deleted first and the key printed only once that Secret is seen gone —
+/// a finalizer can hold a deleted Secret, key and all, for anyone who may
+/// read it — then the reveal is acknowledged. A crash before the print
+/// leaves a key nobody saw (never acknowledged: keymint records it never
+/// shown and it stops verifying); never a key shown and still kept.
 async fn show(cluster: &Cluster, api_key: &ApiKey, args: &CreateArgs) -> Result<(), PeopleError> {
     let secret_name = secret::name(api_key);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -285,18 +310,43 @@ async fn show(cluster: &Cluster, api_key: &ApiKey, args: &CreateArgs) -> Result<
         return Err(bad("its hash is not the one in the ApiKey's status"));
     }
     if args.show_once {
-        forget(&secrets, &found).await?;
+        match forget(&secrets, &found).await {
+            Ok(()) => {}
+            Err(Forget::Failed(e)) => return Err(e),
+            Err(Forget::Held { finalizers }) => {
+                return Err(PeopleError::SecretHeld {
+                    secret: secret_name.clone(),
+                    namespace: cluster.namespace.clone(),
+                    finalizers: finalizers.join(", "),
+                });
+            }
+        }
     }
     let shown = Shown {
         key_id: &status.key_id,
         secret_name: &secret_name,
         kept: !args.show_once,
     };
-    print_key(api_key, &shown, minted.expose(), args.output)
+    print_key(api_key, &shown, minted.expose(), args.output)?;
+    match (args.show_once, &status.key_id) {
+        (true, Some(key_id)) => acknowledge(cluster, api_key, key_id).await,
+        _ => Ok(()),
+    }
 }
 
-/// Deletes the Secret read (that UID, no other) before its key is shown.
-async fn forget(secrets: &Api<Secret>, found: &Secret) -> Result<(), PeopleError> {
+/// Why a show-once key's Secret is not known to be gone.
+enum Forget {
+    /// The delete was refused or failed.
+    Failed(PeopleError),
+    /// Deleted, but still there after [`SECRET_GONE_WAIT`]: held by these
+    /// finalizers.
+    Held { finalizers: Vec<String> },
+}
+
+/// Deletes the Secret read (that UID, no other) and reads until no Secret
+/// with that UID exists: a delete that returned proves nothing while a
+/// finalizer holds the object.
+async fn forget(secrets: &Api<Secret>, found: &Secret) -> Result<(), Forget> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: found.uid(),
@@ -305,12 +355,67 @@ async fn forget(secrets: &Api<Secret>, found: &Secret) -> Result<(), PeopleError
         ..DeleteParams::default()
     };
     let name = found.name_any();
-    secrets.delete(&name, &params).await.map_err(|e| {
+    let call = || {
         Call::new("delete", "secrets")
             .named(&name)
             .in_namespace(secrets.namespace().unwrap_or_default())
-            .failed(e)
-    })?;
+    };
+    secrets
+        .delete(&name, &params)
+        .await
+        .map_err(|e| Forget::Failed(call().failed(e)))?;
+    let deadline = tokio::time::Instant::now() + SECRET_GONE_WAIT;
+    loop {
+        let now = secrets.get_opt(&name).await.map_err(|e| {
+            Forget::Failed(
+                Call::new("get", "secrets")
+                    .named(&name)
+                    .in_namespace(secrets.namespace().unwrap_or_default())
+                    .failed(e),
+            )
+        })?;
+        let still = now.filter(|s| s.uid() == found.uid());
+        let Some(still) = still else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Forget::Held {
+                finalizers: still.finalizers().to_vec(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records on the ApiKey (that UID) that its owner was shown the key with
+/// this id: what makes keymint record `revealed` rather than never shown.
+async fn acknowledge(cluster: &Cluster, api_key: &ApiKey, key_id: &str) -> Result<(), PeopleError> {
+    let name = api_key.name_any();
+    let patch = serde_json::json!({
+        "metadata": {
+            // A precondition: the patch fails on another object of the name.
+            "uid": api_key.uid(),
+            "annotations": {REVEALED_ANNOTATION: key_id},
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    cluster
+        .api_keys()
+        .patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| PeopleError::NotAcknowledged {
+            name: name.clone(),
+            namespace: cluster.namespace.clone(),
+            key_id: key_id.to_string(),
+            reason: Call::new("patch", API_KEYS)
+                .named(&name)
+                .in_namespace(&cluster.namespace)
+                .failed(e)
+                .to_string(),
+        })?;
     Ok(())
 }
 
@@ -351,10 +456,10 @@ fn print_key(
     }
     eprintln!(
         "ApiKey {} is Active: key id {}, project {}, owner {}, {}.",
-        api_key.name_any(),
-        key_id.as_deref().unwrap_or("-"),
-        api_key.spec.project,
-        api_key.spec.owner,
+        escape(&api_key.name_any()),
+        escape(key_id.as_deref().unwrap_or("-")),
+        escape(&api_key.spec.project),
+        escape(&api_key.spec.owner),
         expires_at.map_or("no expiry".to_string(), |t| format!("expires {t}"))
     );
     writeln!(stdout, "{key}")?;
@@ -362,7 +467,9 @@ fn print_key(
     match shown.kept {
         true => eprintln!(
             "Copy this key now: keymint will not show it again. \
-             (Workloads read it from Secret {secret_name} in namespace {namespace}.)"
+             (Workloads read it from Secret {} in namespace {}.)",
+            escape(secret_name),
+            escape(&namespace)
         ),
         false => eprintln!(
             "Copy this key now: it exists nowhere else. Its Secret was deleted; a lost key \

@@ -43,8 +43,11 @@ pub async fn run(cluster: &Cluster, args: &DeleteArgs) -> Result<(), PeopleError
             .and_then(|s| s.key_id.clone())
             .unwrap_or_else(|| "none".into());
         let question = format!(
-            "Delete ApiKey {} (project {}, key id {key_id}) in namespace {}? Its key stops working at once.",
-            args.name, api_key.spec.project, cluster.namespace
+            "Delete ApiKey {} (project {}, key id {}) in namespace {}? Its key stops working at once.",
+            args.name,
+            terminal::escape(&api_key.spec.project),
+            terminal::escape(&key_id),
+            cluster.namespace
         );
         if !terminal::confirm(&question)? {
             return Err(PeopleError::Declined(args.name.clone()));

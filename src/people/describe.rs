@@ -15,6 +15,7 @@ use crate::audit::{self, Entry};
 use crate::people::connection::{Cluster, Connection};
 use crate::people::error::{API_KEYS, Call, PeopleError};
 use crate::people::table::minute;
+use crate::people::terminal::escape;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Audit entries shown: the latest ones (`keymint audit` has them all).
@@ -94,7 +95,7 @@ pub fn render(k: &ApiKey, audit_namespace: &str, history: &Result<Vec<Entry>, St
     let status = k.status.clone().unwrap_or_default();
     let mut out = String::new();
     for (label, value) in fields(k, &status) {
-        let _ = writeln!(out, "{:<13}{value}", format!("{label}:"));
+        let _ = writeln!(out, "{:<13}{}", format!("{label}:"), escape(&value));
     }
     render_conditions(&mut out, &status);
     render_audit(&mut out, audit_namespace, history);
@@ -109,7 +110,7 @@ fn fields(k: &ApiKey, status: &ApiKeyStatus) -> Vec<(&'static str, String)> {
         ("Name", k.name_any()),
         ("Namespace", k.namespace().unwrap_or_default()),
         ("Project", k.spec.project.clone()),
-        ("Owner", printable(&k.spec.owner)),
+        ("Owner", k.spec.owner.clone()),
         (
             "Description",
             k.spec.description.clone().unwrap_or("-".into()),
@@ -145,11 +146,11 @@ fn render_conditions(out: &mut String, status: &ApiKeyStatus) {
         let _ = writeln!(
             out,
             "  {} {} {} since {}: {}",
-            c.type_,
-            c.status,
-            c.reason,
+            escape(&c.type_),
+            escape(&c.status),
+            escape(&c.reason),
             minute(c.last_transition_time.0),
-            printable(&c.message)
+            escape(&c.message)
         );
     }
 }
@@ -163,7 +164,7 @@ fn render_audit(out: &mut String, audit_namespace: &str, history: &Result<Vec<En
         }
         Ok(entries) => entries,
         Err(reason) => {
-            let _ = writeln!(out, "  not readable: {reason}");
+            let _ = writeln!(out, "  not readable: {}", escape(reason));
             return;
         }
     };
@@ -171,24 +172,11 @@ fn render_audit(out: &mut String, audit_namespace: &str, history: &Result<Vec<En
         let _ = writeln!(
             out,
             "  {}  {:<15}  {}",
-            e.timestamp().map_or(e.time.clone(), |t| format!("{t:.0}")),
+            escape(&e.timestamp().map_or(e.time.clone(), |t| format!("{t:.0}"))),
             e.action.as_str(),
-            printable(&e.message)
+            escape(&e.message)
         );
     }
-}
-
-/// Control characters escaped: these strings end up in a terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -243,7 +231,7 @@ mod tests {
             ApiKeySpec {
                 project: "payments".into(),
                 owner: "alice\u{1b}[2J".into(),
-                description: Some("CI deploy".into()),
+                description: Some("CI \u{1b}]0;title\u{7}deploy".into()),
                 expires_at: None,
                 secret_name: None,
                 secret_template: None,
@@ -273,6 +261,7 @@ mod tests {
         for line in [
             "Name:        ci",
             "Owner:       alice\\u{1b}[2J",
+            "Description: CI \\u{1b}]0;title\\u{7}deploy",
             "Phase:       Active",
             "Key ID:      km_1",
             "Expires:     never",

@@ -70,6 +70,29 @@ pub enum PeopleError {
         secret: String,
         reason: String,
     },
+    #[error(
+        "Secret {secret} in namespace {namespace} was deleted but is still there: finalizer(s) {finalizers} hold it, key and all, for anyone who may read Secrets there — so the key was not printed. Find out who added the finalizer, remove it (kubectl patch secret {secret} -n {namespace} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'), then create a new key"
+    )]
+    SecretHeld {
+        secret: String,
+        namespace: String,
+        finalizers: String,
+    },
+    #[error("the show-once key of ApiKey {name} was not shown: {reason}{removed}")]
+    NotShown {
+        name: String,
+        reason: String,
+        removed: String,
+    },
+    #[error(
+        "the key above was shown, but recording that you saw it failed ({reason}); within keymint's reveal window run `kubectl annotate apikey {name} -n {namespace} keymint.dev/revealed={key_id}`, or keymint records the key as never shown and it stops verifying"
+    )]
+    NotAcknowledged {
+        name: String,
+        namespace: String,
+        key_id: String,
+        reason: String,
+    },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -5,15 +5,22 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::apikey::ApiKey;
+use crate::people::terminal::escape;
 
 /// Descriptions are cut to this many characters: the table stays one line
 /// per key (`describe` shows the whole text).
 const DESCRIPTION_WIDTH: usize = 32;
 
 /// The table, header first; with `namespaces` a NAMESPACE column leads.
+/// Every cell is escaped before the columns are measured.
 pub fn render(keys: &[ApiKey], namespaces: bool) -> String {
     let mut rows = vec![header(namespaces)];
-    rows.extend(keys.iter().map(|k| row(k, namespaces)));
+    rows.extend(keys.iter().map(|k| {
+        row(k, namespaces)
+            .iter()
+            .map(|cell| escape(cell).into_owned())
+            .collect()
+    }));
     let columns = rows[0].len();
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -141,6 +148,22 @@ mod tests {
                 .starts_with("team-a     y "),
             "{all}"
         );
+    }
+
+    #[test]
+    fn values_from_the_api_are_shown_escaped() {
+        let mut k = key("ci", Some("deploy\u{1b}[31mred"));
+        k.status = Some(ApiKeyStatus {
+            key_id: Some("km_\u{1b}]0;x\u{7}".into()),
+            ..ApiKeyStatus::default()
+        });
+        let table = render(&[k], true);
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
+        assert!(table.contains("deploy\\u{1b}[31mred"), "{table}");
+        assert!(table.contains("km_\\u{1b}]0;x\\u{7}"), "{table}");
     }
 
     #[test]

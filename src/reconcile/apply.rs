@@ -1,12 +1,14 @@
 //! An ApiKey that is not being deleted: observe, decide, act, record.
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 
 use super::act::{self, KeySecret, Minted};
 use super::{Context, Error, Next};
+use crate::apikey::lifecycle::reveal::{self, ShowOnce};
 use crate::apikey::lifecycle::{self, Outcome, StatusInput, Step};
 use crate::apikey::secret::Observed;
-use crate::apikey::{ApiKey, Phase, TransitionTime};
+use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionTime};
 use crate::quota::slots::Slot;
 
 /// Observes, decides, acts, and writes the status the outcome calls for.
@@ -25,8 +27,20 @@ pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
         false => secret.observe().await?,
     };
     let (outcome, observed) = act_on(api_key, ctx, &secret, observed, now).await?;
-    let phase = record(api_key, ctx, &secret.name, &outcome, &observed, now).await?;
-    Ok(next(api_key, ctx, phase))
+    let shown = record(api_key, ctx, &secret.name, &outcome, &observed, now).await?;
+    Ok(next(api_key, ctx, &shown))
+}
+
+/// What a show-once ApiKey says besides its status: the owner's
+/// acknowledgement, and the window keymint gives for it.
+fn show_once<'a>(api_key: &'a ApiKey, ctx: &Context) -> Option<ShowOnce<'a>> {
+    (api_key.spec.show_once == Some(true)).then(|| ShowOnce {
+        acknowledged: api_key
+            .annotations()
+            .get(reveal::REVEALED_ANNOTATION)
+            .map(String::as_str),
+        window: ctx.reveal_window,
+    })
 }
 
 /// Acts on what `decide` says until the outcome is settled: at most one
@@ -42,9 +56,10 @@ async fn act_on(
     let status = api_key.status.as_ref();
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
     let mut tried_to_mint = false;
+    let show_once = show_once(api_key, ctx);
     loop {
-        let show_once = api_key.spec.show_once == Some(true);
-        let outcome = match lifecycle::decide(status, expires_at, now, &observed, show_once) {
+        let decided = lifecycle::decide(status, expires_at, now, &observed, show_once.as_ref());
+        let outcome = match decided {
             Step::Settled(outcome) => outcome,
             // The Secret that made the create fail is gone again: start over.
             Step::RequestSlot if tried_to_mint => return Err(Error::Stale),
@@ -70,6 +85,14 @@ async fn act_on(
                 ctx.slots.release(api_key).await?;
                 Outcome::Conflict
             }
+            // Deleted before the status says so: a key nobody acknowledged
+            // is left nowhere.
+            Step::NeverShown { delete_secret } => {
+                if let Some(uid) = delete_secret {
+                    secret.delete(uid).await?;
+                }
+                Outcome::NeverShown
+            }
         };
         return Ok((outcome, observed));
     }
@@ -77,7 +100,7 @@ async fn act_on(
 
 /// Writes the status the outcome calls for (only if it changed), carrying
 /// its transitions — the audit stream's outbox, should keymint stop before
-/// appending them — then reports them. Returns the phase it shows.
+/// appending them — then reports them. Returns the status it shows.
 async fn record(
     api_key: &ApiKey,
     ctx: &Context,
@@ -85,7 +108,7 @@ async fn record(
     outcome: &Outcome,
     observed: &Observed,
     now: Timestamp,
-) -> Result<Phase, Error> {
+) -> Result<ApiKeyStatus, Error> {
     let status = api_key.status.as_ref();
     let input = StatusInput {
         current: status,
@@ -103,9 +126,8 @@ async fn record(
         desired.last_transitions =
             lifecycle::number_transitions(status, &transitions, TransitionTime(now), instance);
     }
-    let phase = desired.phase.unwrap_or(Phase::Pending);
     if !lifecycle::needs_write(status, &desired) {
-        return Ok(phase);
+        return Ok(desired);
     }
     if !transitions.is_empty() {
         // Registered before the write that makes them: should keymint stop
@@ -117,15 +139,16 @@ async fn record(
         let records = &desired.last_transitions;
         ctx.reporter.transitions(api_key, &desired, records).await?;
     }
-    Ok(phase)
+    Ok(desired)
 }
 
 /// When to look at the key again.
-fn next(api_key: &ApiKey, ctx: &Context, phase: Phase) -> Next {
+fn next(api_key: &ApiKey, ctx: &Context, shown: &ApiKeyStatus) -> Next {
     let expires_at = api_key.spec.expires_at.as_ref().map(|t| t.0);
     let after = lifecycle::next_check(
-        phase,
+        shown.phase.unwrap_or(Phase::Pending),
         expires_at,
+        reveal::deadline(show_once(api_key, ctx).as_ref(), shown),
         Timestamp::now(),
         ctx.expiry_warning,
         ctx.verify_interval,

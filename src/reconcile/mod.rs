@@ -57,6 +57,9 @@ pub struct Context {
     pub slots: Slots,
     pub expiry_warning: Duration,
     pub verify_interval: Duration,
+    /// How long after minting the owner of a show-once key has to
+    /// acknowledge its reveal.
+    pub reveal_window: Duration,
     pub max_backoff: Duration,
     /// Status writes whose echo on the watch is not reconciled.
     pub own_writes: OwnWrites,

@@ -289,6 +289,7 @@ fn describe_transition(
             "Revealed",
             format!("key {key} was shown once; its Secret {secret} was deleted"),
         ),
+        Transition::NeverShown => (EventType::Warning, "NeverShown", ready()),
     }
 }
 
@@ -299,7 +300,7 @@ fn action(report: Report) -> &'static str {
             Transition::Minted => "Mint",
             Transition::Rejected | Transition::Conflict => "Admit",
             Transition::ExpiringSoon | Transition::Expired => "Expire",
-            Transition::Revealed => "Reveal",
+            Transition::Revealed | Transition::NeverShown => "Reveal",
             Transition::SecretLost | Transition::SecretTampered | Transition::SecretRestored => {
                 "Verify"
             }

@@ -176,7 +176,7 @@ impl Metrics {
     }
 }
 
-pub const ALL_PHASES: [Phase; 7] = [
+pub const ALL_PHASES: [Phase; 8] = [
     Phase::Pending,
     Phase::Active,
     Phase::Rejected,
@@ -184,6 +184,7 @@ pub const ALL_PHASES: [Phase; 7] = [
     Phase::Expired,
     Phase::SecretLost,
     Phase::SecretTampered,
+    Phase::NeverShown,
 ];
 
 #[cfg(test)]

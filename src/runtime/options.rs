@@ -24,6 +24,13 @@ pub struct RunOptions {
     #[arg(long, env = "KEYMINT_VERIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub verify_interval: Duration,
 
+    /// How long after minting the owner of a show-once key has to
+    /// acknowledge its reveal (`keymint create --show-once` does, right after
+    /// printing the key). A key not acknowledged by then has its Secret
+    /// deleted and becomes NeverShown: it no longer verifies.
+    #[arg(long, env = "KEYMINT_REVEAL_WINDOW", default_value = crate::apikey::lifecycle::reveal::DEFAULT_REVEAL_WINDOW, value_parser = parse_duration)]
+    pub reveal_window: Duration,
+
     /// How many ApiKeys are reconciled at once.
     #[arg(long, env = "KEYMINT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

@@ -360,6 +360,7 @@ fn context(
         client,
         expiry_warning: options.expiry_warning,
         verify_interval: options.verify_interval,
+        reveal_window: options.reveal_window,
         max_backoff: options.max_backoff,
         own_writes,
         failures: Failures::default(),

@@ -251,6 +251,7 @@ mod tests {
             Phase::Conflict,
             Phase::SecretLost,
             Phase::SecretTampered,
+            Phase::NeverShown,
         ] {
             let (index, minted) = indexed(phase, |_| {});
             assert_eq!(

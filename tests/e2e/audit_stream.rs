@@ -374,6 +374,7 @@ fn event_reason(action: Action) -> &'static str {
         Action::SecretTampered => "SecretTampered",
         Action::SecretRestored => "SecretRestored",
         Action::Revealed => "Revealed",
+        Action::NeverShown => "NeverShown",
         Action::Deleted => "Deleted",
         Action::Pruned => "Retention",
     }

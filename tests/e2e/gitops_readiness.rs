@@ -109,11 +109,12 @@ fn text(value: &Value) -> String {
 }
 
 /// The phases that need a person: kstatus's Stalled, Argo CD's Degraded.
-const NEEDS_A_PERSON: [&str; 5] = [
+const NEEDS_A_PERSON: [&str; 6] = [
     "Rejected",
     "Conflict",
     "SecretLost",
     "SecretTampered",
+    "NeverShown",
     "Expired",
 ];
 
@@ -248,6 +249,10 @@ async fn create_one_per_phase(ns: &TestNamespace, api: &Api<ApiKey>) {
         jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60),
     ));
     create(api, expired).await;
+    // Nobody acknowledges this show-once key within the reveal window.
+    let mut never_shown = api_key("never-shown", "gitops", "grace@example.com");
+    never_shown.spec.show_once = Some(true);
+    create(api, never_shown).await;
     let mut pending = api_key("pending", "gitops", "frank@example.com");
     pending.spec.secret_template = Some(SecretTemplate {
         labels: Some([(REFUSED.0.to_string(), LabelValue(REFUSED.1.into()))].into()),
@@ -271,6 +276,7 @@ async fn create_one_per_phase(ns: &TestNamespace, api: &Api<ApiKey>) {
         ("lost", Phase::SecretLost),
         ("tampered", Phase::SecretTampered),
         ("expired", Phase::Expired),
+        ("never-shown", Phase::NeverShown),
         ("pending", Phase::Pending),
     ] {
         wait_for_phase(api, name, phase, wait).await;
@@ -293,7 +299,7 @@ async fn every_phase_reads_as_kstatus_and_argo_cd_are_told() {
     assert_eq!(verdicts.argocd.status, "Progressing", "{verdicts:?}");
 
     refuse_secrets_labelled(&ns, REFUSED.0, REFUSED.1).await;
-    let flags = ["--max-keys-per-owner", "1"];
+    let flags = ["--max-keys-per-owner", "1", "--reveal-window", "3s"];
     let mut operator = Operator::start(&ns.name, &flags);
     wait_for_phase(&api, "active", Phase::Active, Duration::from_secs(20)).await;
     create_one_per_phase(&ns, &api).await;
@@ -305,6 +311,7 @@ async fn every_phase_reads_as_kstatus_and_argo_cd_are_told() {
         ("lost", "SecretLost"),
         ("tampered", "SecretTampered"),
         ("expired", "Expired"),
+        ("never-shown", "NeverShown"),
     ] {
         assert_readable(&read(&ns, name).await, phase);
     }

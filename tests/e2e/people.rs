@@ -747,3 +747,37 @@ async fn the_owner_is_whoever_the_api_server_says_is_calling() {
     grants.remove(&ns.client).await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn values_from_the_api_reach_the_terminal_escaped() {
+    let ns = TestNamespace::new("people-escape").await;
+    // Whoever may write an ApiKey picks these bytes: an owner that clears
+    // the screen and retitles the window, a description that reverses what
+    // follows it.
+    let owner = "mallory\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let mut hostile = api_key("hostile", "payments", owner);
+    hostile.spec.description = Some("invoice\u{202e}fdp.exe".into());
+    ns.api::<ApiKey>()
+        .create(&PostParams::default(), &hostile)
+        .await
+        .expect("the schema admits both");
+    let raw = ['\u{1b}', '\u{7}', '\u{202e}'];
+
+    let listed = keymint(&["list", "-n", &ns.name]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let table = stdout(&listed);
+    assert!(!table.contains(raw), "{table:?}");
+    assert!(table.contains("invoice\\u{202e}fdp.exe"), "{table}");
+
+    let described = keymint(&["describe", "hostile", "-n", &ns.name]);
+    assert!(described.status.success(), "{}", stderr(&described));
+    let text = stdout(&described);
+    assert!(!text.contains(raw), "{text:?}");
+    for line in [
+        "Owner:       mallory\\u{1b}[2J\\u{1b}]0;pwned\\u{7}",
+        "Description: invoice\\u{202e}fdp.exe",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
+    ns.delete().await;
+}

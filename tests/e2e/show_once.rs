@@ -1,22 +1,54 @@
-//! A person's key shown once: once its Secret is read and deleted (what
-//! `keymint create --show-once` does), the key exists nowhere in the
-//! cluster, keymint records `revealed` — not SecretLost — and the key stays
-//! Active (it still verifies by its hash).
+//! A person's key shown once. `keymint create --show-once` deletes the
+//! key's Secret, prints the key once it has seen that Secret gone, and
+//! acknowledges the reveal (`keymint.dev/revealed: <key id>` on the ApiKey);
+//! keymint records `revealed` — not SecretLost — only then, and the key
+//! stays Active (it verifies by its hash). A Secret held by a finalizer
+//! keeps the key from being printed; a key nobody acknowledged within the
+//! reveal window is recorded as never shown and stops verifying.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keymint::apikey::{ApiKey, Phase};
 use keymint::audit::Action;
 use keymint::audit::store::Segments;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
 
 use crate::support::operator::Operator;
-use crate::support::{TestNamespace, api_key, events_for, eventually, wait_for_phase};
+use crate::support::verifier::Verifier;
+use crate::support::{
+    TestNamespace, api_key, control_plane, events_for, eventually, wait_for_phase,
+};
+
+/// What the CLI does once it has read the key: delete exactly that Secret.
+async fn delete_secret(secrets: &Api<Secret>, name: &str) {
+    let secret = secrets.get(name).await.expect("the Secret");
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    secrets.delete(name, &params).await.expect("delete");
+}
+
+/// The key in the ApiKey's Secret, read as admin.
+async fn key_in(secrets: &Api<Secret>, name: &str) -> String {
+    let data = secrets
+        .get(name)
+        .await
+        .expect("the Secret")
+        .data
+        .expect("data");
+    String::from_utf8(data["api-key"].0.clone()).expect("text")
+}
 
 #[tokio::test]
-async fn a_show_once_key_whose_secret_is_deleted_is_revealed_not_lost() {
+async fn an_acknowledged_reveal_is_recorded_revealed_and_a_bare_delete_is_not() {
     let ns = TestNamespace::new("show-once").await;
     let api: Api<ApiKey> = ns.api();
     let secrets: Api<Secret> = ns.api();
@@ -29,17 +61,20 @@ async fn a_show_once_key_whose_secret_is_deleted_is_revealed_not_lost() {
     wait_for_phase(&api, "mine", Phase::Active, Duration::from_secs(20)).await;
     let minted = api.get("mine").await.expect("get").status.expect("status");
 
-    // What the CLI does once it has read the key: delete exactly that Secret.
-    let secret = secrets.get("mine").await.expect("the Secret");
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: secret.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    secrets.delete("mine", &params).await.expect("delete");
+    delete_secret(&secrets, "mine").await;
+    // A missing Secret alone is no reveal: anyone who may delete Secrets
+    // could have deleted it. Two verification rounds (2 s each) later the
+    // key is still Active and not revealed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = api.get("mine").await.expect("get").status.expect("status");
+    assert_eq!(status.revealed_at, None, "not acknowledged: not revealed");
+    assert_eq!(status.phase, Some(Phase::Active));
 
+    // The owner's acknowledgement names the key id.
+    let ack = json!({"metadata": {"annotations": {"keymint.dev/revealed": minted.key_id}}});
+    api.patch("mine", &PatchParams::default(), &Patch::Merge(&ack))
+        .await
+        .expect("acknowledge");
     eventually(Duration::from_secs(20), || async {
         let status = api.get("mine").await.expect("get").status;
         status.is_some_and(|s| s.revealed_at.is_some())
@@ -74,6 +109,67 @@ async fn a_show_once_key_whose_secret_is_deleted_is_revealed_not_lost() {
         reasons.contains(&"Revealed".to_string()) && !reasons.contains(&"SecretLost".to_string())
     })
     .await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_show_once_key_nobody_acknowledged_is_never_shown_after_the_window_and_stops_verifying() {
+    let ns = TestNamespace::new("never-shown").await;
+    let api: Api<ApiKey> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let _operator = Operator::start(&ns.name, &["--reveal-window", "8s"]);
+    let verifier = Verifier::start(&ns).await;
+    for name in ["deleted", "kept"] {
+        let mut key = api_key(name, "never-shown", "alice@example.com");
+        key.spec.show_once = Some(true);
+        api.create(&PostParams::default(), &key)
+            .await
+            .expect("create");
+        wait_for_phase(&api, name, Phase::Active, Duration::from_secs(20)).await;
+    }
+    let deleted_key = key_in(&secrets, "deleted").await;
+    let kept_key = key_in(&secrets, "kept").await;
+    // Someone who may delete Secrets deletes one (after reading it, say);
+    // nobody acknowledges either key.
+    delete_secret(&secrets, "deleted").await;
+    // Within the window the key is left as it is: the CLI deletes, prints,
+    // then acknowledges, and keymint must not race it.
+    let answer = verifier
+        .verify_json(&deleted_key, Some("never-shown"))
+        .await;
+    assert_eq!(answer["valid"], true, "{answer}");
+
+    for name in ["deleted", "kept"] {
+        wait_for_phase(&api, name, Phase::NeverShown, Duration::from_secs(30)).await;
+        let status = api.get(name).await.expect("get").status.expect("status");
+        assert_eq!(status.conditions[0].reason, "NeverShown");
+        assert_eq!(status.conditions[0].status, "False");
+        assert_eq!(status.revealed_at, None);
+    }
+    assert!(
+        secrets.get_opt("kept").await.expect("get").is_none(),
+        "keymint deleted the Secret nobody took the key from"
+    );
+    for key in [&deleted_key, &kept_key] {
+        let answer = verifier.verify_json(key, Some("never-shown")).await;
+        assert_eq!(answer["valid"], false, "{answer}");
+    }
+
+    let segments = Segments::new(ns.client.clone(), &ns.name);
+    for name in ["deleted", "kept"] {
+        let uid = api.get(name).await.expect("get").uid().expect("uid");
+        eventually(Duration::from_secs(10), || async {
+            audit_actions(&segments, &uid).await == [Action::Minted, Action::NeverShown]
+        })
+        .await;
+        eventually(Duration::from_secs(10), || async {
+            events_for(&ns.client, &ns.name, name)
+                .await
+                .iter()
+                .any(|(reason, _)| reason == "NeverShown")
+        })
+        .await;
+    }
     ns.delete().await;
 }
 
@@ -146,11 +242,120 @@ async fn keymint_create_show_once_prints_the_key_and_leaves_it_nowhere() {
         status.is_some_and(|s| s.revealed_at.is_some() && s.phase == Some(Phase::Active))
     })
     .await;
-    let status = api.get("mine").await.expect("get").status.expect("status");
+    let acknowledged = api.get("mine").await.expect("get");
+    let status = acknowledged.status.clone().expect("status");
     assert_eq!(
         status.key_hash.as_deref(),
         Some(keymint::apikey::key::hash(&key).as_str()),
         "the key shown is the one that verifies"
     );
+    assert_eq!(
+        acknowledged.annotations().get("keymint.dev/revealed"),
+        status.key_id.as_ref(),
+        "the CLI acknowledged the key it showed"
+    );
+    ns.delete().await;
+}
+
+/// The rule the built-in `edit` ClusterRole grants on Secrets. This control
+/// plane runs no role-aggregation controller, so `edit` itself is empty
+/// here: a Role with the same rule stands in for it.
+async fn grant_edit_on_secrets(ns: &TestNamespace, user: &str) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "edit-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                   "verbs": ["create", "delete", "deletecollection", "patch", "update",
+                             "get", "list", "watch"]}],
+    }))
+    .expect("role");
+    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create the Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "edit-secrets"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "edit-secrets"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the RoleBinding");
+}
+
+#[tokio::test]
+async fn a_finalizer_on_the_show_once_secret_keeps_the_key_from_being_printed() {
+    const PEER: &str = "mallory@example.com";
+    const HOLD: &str = "example.com/hold";
+    let ns = TestNamespace::new("show-once-held").await;
+    let api: Api<ApiKey> = ns.api();
+    grant_edit_on_secrets(&ns, PEER).await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let peer: Api<Secret> = Api::namespaced(control_plane().as_user(PEER, &[]).await, &ns.name);
+    eventually(Duration::from_secs(30), || async {
+        peer.get_opt("probe").await.is_ok()
+    })
+    .await;
+
+    // The namespace peer holds the show-once Secret as soon as it appears.
+    let holder = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = peer.get_opt("mine").await.expect("peer reads Secrets") {
+                let hold = json!({"metadata": {
+                    "uid": found.uid(), "finalizers": [HOLD],
+                }});
+                peer.patch("mine", &PatchParams::default(), &Patch::Merge(&hold))
+                    .await
+                    .expect("the peer adds a finalizer before the CLI deletes");
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no Secret appeared");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let namespace = ns.name.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keymint"))
+            .args([
+                "create",
+                "mine",
+                "--project",
+                "show-once-held",
+                "--show-once",
+            ])
+            .args(["-n", &namespace, "-o", "json"])
+            .env("KUBECONFIG", control_plane().kubeconfig())
+            .output()
+            .expect("keymint create")
+    })
+    .await
+    .expect("the CLI ran");
+    holder.await.expect("the peer held the Secret");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "printed a key a finalizer keeps: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no key on stdout");
+    for words in ["finalizer", HOLD, "not printed", "Secret mine"] {
+        assert!(stderr.contains(words), "{words:?} not in {stderr}");
+    }
+    // The key the peer can still read never verifies: its ApiKey is gone.
+    eventually(Duration::from_secs(20), || async {
+        api.get_opt("mine").await.expect("get").is_none()
+    })
+    .await;
+
+    let secrets: Api<Secret> = ns.api();
+    let held = secrets.get("mine").await.expect("still held");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let release = json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch("mine", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release the Secret");
     ns.delete().await;
 }

@@ -46,7 +46,7 @@ pub fn message(status: &ApiKeyStatus, type_: &str) -> String {
 /// Which of kstatus's conditions a phase raises: `Reconciling` while keymint
 /// is still working towards a key, `Stalled` when only a person can move
 /// the key on — a full quota, a foreign Secret, a lost or tampered Secret,
-/// or an expiry (the key is gone and never comes back: remove or replace
+/// a show-once key never shown, or an expiry (the key is gone and never comes back: remove or replace
 /// the ApiKey). None for Active.
 pub fn progress(phase: Phase) -> Option<&'static str> {
     match phase {
@@ -56,7 +56,8 @@ pub fn progress(phase: Phase) -> Option<&'static str> {
         | Phase::Conflict
         | Phase::Expired
         | Phase::SecretLost
-        | Phase::SecretTampered => Some(STALLED),
+        | Phase::SecretTampered
+        | Phase::NeverShown => Some(STALLED),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 
+use super::reveal::{self, Reveal, ShowOnce};
 use crate::apikey::secret::{Observed, ProvenKey};
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase};
 
@@ -22,6 +23,9 @@ pub enum Step {
     /// the name (whatever its ownerReferences say): give back any slot the
     /// key was admitted to, mint nothing.
     Conflict,
+    /// A show-once key nobody acknowledged within its reveal window: delete
+    /// our Secret (the one with this UID), if it is still there.
+    NeverShown { delete_secret: Option<String> },
 }
 
 /// The result of a step: what the status should say.
@@ -50,9 +54,12 @@ pub enum Outcome {
     Lost,
     /// Minted, but the Secret no longer holds the minted key.
     Tampered,
-    /// A show-once key whose Secret is gone: shown to its person and
-    /// deleted, as designed. Still Active: it verifies by its hash.
+    /// A show-once key whose Secret is gone and whose owner acknowledged
+    /// seeing it (`lifecycle::reveal`). Still Active: it verifies by its hash.
     Revealed,
+    /// A show-once key nobody acknowledged within its reveal window: its
+    /// Secret deleted, the key no longer verifies.
+    NeverShown,
 }
 
 /// A minted key as status records it.
@@ -65,15 +72,15 @@ pub struct KeyRecord {
 
 /// Decides the next step. Expiry comes first (an expired key never mints and
 /// an expired Secret is always deleted); then a key that was minted is
-/// verified — a show-once key's Secret is meant to go; a Secret is adopted
-/// only if keymint proves it minted it; only a key never minted may request
-/// a slot.
+/// verified — a show-once key's Secret is meant to go, as `reveal` rules; a
+/// Secret is adopted only if keymint proves it minted it; only a key never
+/// minted may request a slot.
 pub fn decide(
     status: Option<&ApiKeyStatus>,
     expires_at: Option<Timestamp>,
     now: Timestamp,
     secret: &Observed,
-    show_once: bool,
+    show_once: Option<&ShowOnce>,
 ) -> Step {
     let already_expired = status.and_then(|s| s.phase) == Some(Phase::Expired);
     if already_expired || expires_at.is_some_and(|t| t <= now) {
@@ -86,9 +93,18 @@ pub fn decide(
         };
         return Step::Expire { delete_secret };
     }
+    if let (Some(show_once), Some(current)) = (show_once, status)
+        && minted(status)
+    {
+        match reveal::reveal(show_once, current, secret, now) {
+            Reveal::Revealed => return Step::Settled(Outcome::Revealed),
+            Reveal::Awaiting => return Step::Settled(recorded_key(status)),
+            Reveal::NeverShown { delete_secret } => return Step::NeverShown { delete_secret },
+            Reveal::Verify => {}
+        }
+    }
     let recorded = status.and_then(|s| s.key_hash.as_deref());
     match secret {
-        Observed::Missing if minted(status) && show_once => Step::Settled(Outcome::Revealed),
         Observed::Missing | Observed::Foreign if minted(status) => Step::Settled(Outcome::Lost),
         // The recorded key is checked by its content, seal or none: Secrets
         // minted before seals existed have none, and the content is the
@@ -118,7 +134,7 @@ pub fn minted(status: Option<&ApiKeyStatus>) -> bool {
         s.key_hash.is_some()
             || matches!(
                 s.phase,
-                Some(Phase::Active | Phase::SecretLost | Phase::SecretTampered)
+                Some(Phase::Active | Phase::SecretLost | Phase::SecretTampered | Phase::NeverShown)
             )
     })
 }

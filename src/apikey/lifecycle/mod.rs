@@ -1,10 +1,11 @@
 //! The ApiKey lifecycle as pure functions: from what keymint observed to
 //! what it should do (`decide`), the status it should show (`status`), the
-//! transitions that status change makes (`transitions`) and when to look
-//! again (`schedule`). No API calls here; `reconcile` does those.
+//! transitions that status change makes (`transitions`), when a show-once
+//! key counts as revealed (`reveal`) and when to look again (`schedule`). No API calls here; `reconcile` does those.
 
 pub mod conditions;
 pub mod decide;
+pub mod reveal;
 pub mod schedule;
 pub mod status;
 pub mod transitions;

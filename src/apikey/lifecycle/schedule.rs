@@ -16,20 +16,24 @@ use crate::apikey::Phase;
 const HORIZON_INTERVALS: u32 = 3;
 
 /// Whether the periodic verification looks at a key in this phase. An
-/// Expired key has no key material left to check.
+/// Expired key, and a show-once key never shown, have no key material left
+/// to check.
 #[must_use]
 pub fn verified_periodically(phase: Phase) -> bool {
-    phase != Phase::Expired
+    !matches!(phase, Phase::Expired | Phase::NeverShown)
 }
 
 /// When to reconcile again, besides the verification rounds: at expiry (to
-/// delete the key on time) and when the warning window opens — when either
-/// falls due before the rounds could come closer to it. None for the
+/// delete the key on time), when the warning window opens, and when the
+/// reveal window of a show-once key awaiting its reveal ends (`reveal_by`,
+/// from `reveal::deadline`) — when any falls due before the rounds could
+/// come closer to it. None for the
 /// others, so that at rest the controller's scheduler holds no entry for
 /// them (`reconcile::rounds` says what that buys and what it does not).
 pub fn next_check(
     phase: Phase,
     expires_at: Option<Timestamp>,
+    reveal_by: Option<Timestamp>,
     now: Timestamp,
     expiry_warning: Duration,
     verify_interval: Duration,
@@ -44,8 +48,8 @@ pub fn next_check(
     let expiry = expires_at.and_then(until);
     let warning = expires_at.and_then(|t| until(t - to_signed(expiry_warning)));
     let candidates = match phase {
-        Phase::Expired => vec![],
-        Phase::Active => vec![expiry, warning],
+        Phase::Expired | Phase::NeverShown => vec![],
+        Phase::Active => vec![expiry, warning, reveal_by.and_then(until)],
         // Every key not yet expired still expires on time.
         _ => vec![expiry],
     };

@@ -83,6 +83,13 @@ fn describe(outcome: &Outcome, secret: &str) -> (Phase, &'static str, String) {
                 "Secret {secret} was deleted or replaced; keymint never re-mints. Delete this ApiKey and create a new one for a new key"
             ),
         ),
+        Outcome::NeverShown => (
+            Phase::NeverShown,
+            "NeverShown",
+            format!(
+                "nobody acknowledged seeing this show-once key within the reveal window: Secret {secret} was deleted and the key no longer verifies. Delete this ApiKey and create a new one"
+            ),
+        ),
         Outcome::Tampered => (
             Phase::SecretTampered,
             "SecretTampered",

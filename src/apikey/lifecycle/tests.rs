@@ -45,7 +45,7 @@ const NOW: &str = "2027-01-01T00:00:00Z";
 #[test]
 fn a_new_key_requests_a_slot() {
     assert_eq!(
-        decide(None, None, ts(NOW), &Observed::Missing, false),
+        decide(None, None, ts(NOW), &Observed::Missing, None),
         Step::RequestSlot
     );
     let rejected = ApiKeyStatus {
@@ -53,7 +53,7 @@ fn a_new_key_requests_a_slot() {
         ..ApiKeyStatus::default()
     };
     assert_eq!(
-        decide(Some(&rejected), None, ts(NOW), &Observed::Missing, false),
+        decide(Some(&rejected), None, ts(NOW), &Observed::Missing, None),
         Step::RequestSlot
     );
 }
@@ -106,7 +106,7 @@ fn a_key_waits_for_a_slot_exactly_when_decide_would_request_one() {
                 expires_at,
                 ts(NOW),
                 &Observed::Missing,
-                false,
+                None,
             ) == Step::RequestSlot;
             let conflict = status.as_ref().and_then(|s| s.phase) == Some(Phase::Conflict);
             assert_eq!(waits, requests && !conflict, "{status:?} {expires_at:?}");
@@ -130,7 +130,7 @@ fn a_secret_keymint_cannot_prove_is_a_conflict_and_records_nothing() {
     let rejected = with_phase(Phase::Rejected);
     for status in [None, Some(&rejected)] {
         assert_eq!(
-            decide(status, None, ts(NOW), &planted, false),
+            decide(status, None, ts(NOW), &planted, None),
             Step::Conflict
         );
         assert_eq!(decide::unrecorded_key(status, &planted), None);
@@ -146,7 +146,7 @@ fn a_secret_keymint_cannot_prove_is_a_conflict_and_records_nothing() {
     );
     // Neither does a Secret with no key in it.
     assert_eq!(
-        decide(None, None, ts(NOW), &controlled(None, false), false),
+        decide(None, None, ts(NOW), &controlled(None, false), None),
         Step::Conflict
     );
 }
@@ -158,7 +158,7 @@ fn a_minted_key_without_a_recorded_hash_never_mints_again() {
     let legacy = with_phase(Phase::SecretTampered);
     let planted = controlled(Some("sha256:chosen"), false);
     assert_eq!(
-        decide(Some(&legacy), None, ts(NOW), &planted, false),
+        decide(Some(&legacy), None, ts(NOW), &planted, None),
         Step::Settled(Outcome::Tampered)
     );
     assert_eq!(decide::unrecorded_key(Some(&legacy), &planted), None);
@@ -171,7 +171,7 @@ fn a_minted_key_without_a_recorded_hash_never_mints_again() {
     );
     // Its Secret deleted later: lost, never minted again.
     assert_eq!(
-        decide(Some(&tampered), None, ts(NOW), &Observed::Missing, false),
+        decide(Some(&tampered), None, ts(NOW), &Observed::Missing, None),
         Step::Settled(Outcome::Lost)
     );
 }
@@ -180,7 +180,7 @@ fn a_minted_key_without_a_recorded_hash_never_mints_again() {
 fn an_expired_key_never_mints_and_its_secret_is_deleted() {
     let past = Some(ts("2026-12-31T23:59:59Z"));
     assert_eq!(
-        decide(None, past, ts(NOW), &Observed::Missing, false),
+        decide(None, past, ts(NOW), &Observed::Missing, None),
         Step::Expire {
             delete_secret: None
         }
@@ -191,7 +191,7 @@ fn an_expired_key_never_mints_and_its_secret_is_deleted() {
             past,
             ts(NOW),
             &controlled(Some("h"), false),
-            false
+            None
         ),
         Step::Expire {
             delete_secret: Some("secret-uid".into())
@@ -199,12 +199,12 @@ fn an_expired_key_never_mints_and_its_secret_is_deleted() {
     );
     // Expiring exactly now counts as expired.
     assert!(matches!(
-        decide(None, Some(ts(NOW)), ts(NOW), &Observed::Missing, false),
+        decide(None, Some(ts(NOW)), ts(NOW), &Observed::Missing, None),
         Step::Expire { .. }
     ));
     // A foreign Secret is never deleted.
     assert_eq!(
-        decide(None, past, ts(NOW), &Observed::Foreign, false),
+        decide(None, past, ts(NOW), &Observed::Foreign, None),
         Step::Expire {
             delete_secret: None
         }
@@ -220,7 +220,7 @@ fn expired_is_final_even_if_expires_at_moves_later() {
     };
     let later = Some(ts("2030-01-01T00:00:00Z"));
     assert_eq!(
-        decide(Some(&expired), later, ts(NOW), &Observed::Missing, false),
+        decide(Some(&expired), later, ts(NOW), &Observed::Missing, None),
         Step::Expire {
             delete_secret: None
         }
@@ -236,7 +236,7 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             None,
             ts(NOW),
             &controlled(Some("sha256:a"), false),
-            false
+            None
         ),
         Step::Settled(Outcome::Active {
             key_id: String::new(),
@@ -245,11 +245,11 @@ fn a_minted_key_is_verified_lost_or_tampered() {
         })
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &Observed::Missing, false),
+        decide(Some(&s), None, ts(NOW), &Observed::Missing, None),
         Step::Settled(Outcome::Lost)
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &Observed::Foreign, false),
+        decide(Some(&s), None, ts(NOW), &Observed::Foreign, None),
         Step::Settled(Outcome::Lost)
     );
     assert_eq!(
@@ -258,14 +258,68 @@ fn a_minted_key_is_verified_lost_or_tampered() {
             None,
             ts(NOW),
             &controlled(Some("sha256:b"), true),
-            false
+            None
         ),
         Step::Settled(Outcome::Tampered),
         "even a key keymint sealed is not the recorded one"
     );
     assert_eq!(
-        decide(Some(&s), None, ts(NOW), &controlled(None, false), false),
+        decide(Some(&s), None, ts(NOW), &controlled(None, false), None),
         Step::Settled(Outcome::Tampered)
+    );
+}
+
+#[test]
+fn a_show_once_key_is_revealed_only_when_acknowledged_and_never_shown_after_its_window() {
+    let mut s = minted("sha256:a");
+    s.key_id = Some("km_1".into());
+    s.minted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+        "2026-12-31T23:50:00Z",
+    )));
+    let window = Duration::from_secs(15 * 60);
+    let said = |acknowledged| reveal::ShowOnce {
+        acknowledged,
+        window,
+    };
+    let gone = &Observed::Missing;
+    assert_eq!(
+        decide(Some(&s), None, ts(NOW), gone, Some(&said(Some("km_1")))),
+        Step::Settled(Outcome::Revealed)
+    );
+    // Gone but unacknowledged, in the window: the status stays Active.
+    assert_eq!(
+        decide(Some(&s), None, ts(NOW), gone, Some(&said(None))),
+        Step::Settled(Outcome::Active {
+            key_id: "km_1".into(),
+            key_hash: "sha256:a".into(),
+            minted_at: s.minted_at.as_ref().map(|t| t.0),
+        })
+    );
+    let later = ts("2027-01-01T00:05:00Z");
+    assert_eq!(
+        decide(Some(&s), None, later, gone, Some(&said(None))),
+        Step::NeverShown {
+            delete_secret: None
+        }
+    );
+    let held = controlled(Some("sha256:a"), true);
+    assert_eq!(
+        decide(Some(&s), None, later, &held, Some(&said(None))),
+        Step::NeverShown {
+            delete_secret: Some("secret-uid".into())
+        }
+    );
+    // Expiry still comes first.
+    assert_eq!(
+        decide(Some(&s), Some(later), later, &held, Some(&said(None))),
+        Step::Expire {
+            delete_secret: Some("secret-uid".into())
+        }
+    );
+    // Not a show-once key: a missing Secret is lost, whatever is said.
+    assert_eq!(
+        decide(Some(&s), None, ts(NOW), gone, None),
+        Step::Settled(Outcome::Lost)
     );
 }
 
@@ -277,7 +331,7 @@ fn an_unrecorded_secret_keymint_proves_is_adopted_never_reminted() {
             None,
             ts(NOW),
             &controlled(Some("sha256:a"), true),
-            false
+            None
         ),
         Step::Settled(Outcome::Active {
             key_id: "km_1".into(),
@@ -286,7 +340,7 @@ fn an_unrecorded_secret_keymint_proves_is_adopted_never_reminted() {
         })
     );
     assert_eq!(
-        decide(None, None, ts(NOW), &Observed::Foreign, false),
+        decide(None, None, ts(NOW), &Observed::Foreign, None),
         Step::Conflict
     );
     // Found at expiry: recorded as minted, from the proof.
@@ -495,32 +549,58 @@ fn next_check_wakes_at_expiry_and_warning_within_the_horizon_only() {
     let ten_min = Duration::from_secs(600);
     // Far expiry, no key due: the verification rounds will come closer.
     let far = Some(ts("2027-03-01T00:00:00Z"));
-    assert_eq!(next_check(Phase::Active, far, now, 7 * day, ten_min), None);
-    assert_eq!(next_check(Phase::Active, None, now, 7 * day, ten_min), None);
+    assert_eq!(
+        next_check(Phase::Active, far, None, now, 7 * day, ten_min),
+        None
+    );
+    assert_eq!(
+        next_check(Phase::Active, None, None, now, 7 * day, ten_min),
+        None
+    );
     // Expiry in 2 s: wake just after it.
     let soon = Some(ts("2027-01-01T00:00:02Z"));
-    let d = next_check(Phase::Active, soon, now, Duration::ZERO, ten_min).expect("wake");
+    let d = next_check(Phase::Active, soon, None, now, Duration::ZERO, ten_min).expect("wake");
     assert!(
         d >= Duration::from_secs(2) && d < Duration::from_millis(2100),
         "{d:?}"
     );
     // Warning window opening in 1 h, inside three one-day intervals.
     let in_a_week_and_an_hour = Some(ts("2027-01-08T01:00:00Z"));
-    let d = next_check(Phase::Active, in_a_week_and_an_hour, now, 7 * day, day).expect("wake");
+    let d = next_check(
+        Phase::Active,
+        in_a_week_and_an_hour,
+        None,
+        now,
+        7 * day,
+        day,
+    )
+    .expect("wake");
     assert!(
         d >= Duration::from_secs(3600) && d < Duration::from_secs(3601),
         "{d:?}"
     );
     // Expiry in 29 min: inside three 10-minute intervals; in 31 min: not.
     let in_29 = Some(ts("2027-01-01T00:29:00Z"));
-    assert!(next_check(Phase::Pending, in_29, now, 7 * day, ten_min).is_some());
+    assert!(next_check(Phase::Pending, in_29, None, now, 7 * day, ten_min).is_some());
     let in_31 = Some(ts("2027-01-01T00:31:00Z"));
     assert_eq!(
-        next_check(Phase::Pending, in_31, now, 7 * day, ten_min),
+        next_check(Phase::Pending, in_31, None, now, 7 * day, ten_min),
         None
     );
     assert_eq!(
-        next_check(Phase::Expired, soon, now, 7 * day, ten_min),
+        next_check(Phase::Expired, soon, None, now, 7 * day, ten_min),
+        None
+    );
+    // A show-once key's reveal window ending in 5 min: wake just after it;
+    // not once the key is never shown.
+    let reveal_by = Some(ts("2027-01-01T00:05:00Z"));
+    let d = next_check(Phase::Active, None, reveal_by, now, 7 * day, ten_min).expect("wake");
+    assert!(
+        d >= Duration::from_secs(300) && d < Duration::from_millis(300_100),
+        "{d:?}"
+    );
+    assert_eq!(
+        next_check(Phase::NeverShown, None, reveal_by, now, 7 * day, ten_min),
         None
     );
 }
@@ -531,6 +611,7 @@ fn the_rounds_verify_every_key_with_key_material() {
     assert!(verified_periodically(Phase::Pending));
     assert!(verified_periodically(Phase::SecretLost));
     assert!(!verified_periodically(Phase::Expired));
+    assert!(!verified_periodically(Phase::NeverShown));
 }
 
 #[test]

@@ -40,6 +40,7 @@ fn phase_change(old: Option<Phase>, new: Option<Phase>) -> Option<Transition> {
         Phase::Expired => Some(Transition::Expired),
         Phase::SecretLost => Some(Transition::SecretLost),
         Phase::SecretTampered => Some(Transition::SecretTampered),
+        Phase::NeverShown => Some(Transition::NeverShown),
     }
 }
 

@@ -1,7 +1,9 @@
 //! `keymint run`: wiring (`run`), start-up checks (`preflight`), options,
-//! the HTTP endpoints, leader election and metrics.
+//! the HTTP endpoints, leader election, metrics, and the watches behind the
+//! caches (ApiKeys: `watch`, `cache`; ProjectGrants: `grants`).
 
 pub mod cache;
+pub mod grants;
 pub mod http;
 pub mod leader;
 pub mod memory;

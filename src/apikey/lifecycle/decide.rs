@@ -52,6 +52,11 @@ pub enum Outcome {
     /// A show-once key whose Secret is gone: shown to its person and
     /// deleted, as designed. Still Active: it verifies by its hash.
     Revealed,
+    /// Never minted: its namespace is not granted its project (`grant`).
+    /// It takes no slot, and is looked at again when the grant changes.
+    ProjectNotGranted {
+        message: String,
+    },
 }
 
 /// A minted key as status records it.

@@ -489,6 +489,37 @@ async fn settled_phase(api: &Api<ApiKey>, name: &str) -> (Phase, Option<String>)
     }
 }
 
+/// The chart creates the grants of its `projectGrants` value, and its
+/// values schema refuses a grant that is not a list of projects.
+#[tokio::test]
+async fn the_chart_creates_the_grants_it_is_given() {
+    let ns = TestNamespace::with_projects("chartgrant", &[]).await;
+    let grants = format!(
+        r#"projectGrants={{"{}": ["payments", "billing"]}}"#,
+        ns.name
+    );
+    let objects = render(&release_name(&ns), &ns.name, &["--set-json", &grants]);
+    let grant = objects
+        .iter()
+        .find(|o| kind_of(o) == "ProjectGrant")
+        .expect("a ProjectGrant");
+    assert_eq!(name_of(grant), "projects");
+    create(&ns.client, grant, &ns.name).await;
+    let created = ns.api::<ProjectGrant>().get("projects").await.expect("get");
+    let projects: Vec<&str> = created.spec.projects.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(projects, ["payments", "billing"]);
+    let bad = crate::support::chart::helm(&[
+        "template",
+        "x",
+        crate::support::chart::CHART,
+        "--set-json",
+        r#"projectGrants={"shop": "payments"}"#,
+    ])
+    .expect_err("a grant that is not a list is refused");
+    assert!(bad.contains("projectGrants"), "{bad}");
+    ns.delete().await;
+}
+
 // ---------------------------------------------------------------------------
 
 /// A user with the built-in `edit` role and the chart's ApiKey roles in a

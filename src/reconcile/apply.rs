@@ -22,8 +22,9 @@ pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
     // right after creating it: then its slot is already in the ledger and
     // creating the Secret finds it (AlreadyExists). Either way reading the
     // Secret first would only cost a request per attempt. A key whose
-    // project is not granted never gets that far, so its Secret is read:
-    // one minted before the grant went away is kept, not released.
+    // project is not granted has it read all the same: an attempt that
+    // minted just before the grant went away is adopted, and keeps its
+    // slot, rather than released while its Secret holds a key.
     let observed = match lifecycle::waits_for_slot(api_key, now) && granted.is_ok() {
         true => Observed::Missing,
         false => secret.observe().await?,

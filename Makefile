@@ -64,7 +64,8 @@ fmt: ## format Rust and Go sources
 	gofmt -w tests/controlplane/launcher tests/gitops/readiness tests/extauthz
 
 crds: ## regenerate crds/ from the Rust types
-	$(CARGO) run --quiet -- crd > crds/apikeys.keymint.dev.yaml
+	$(CARGO) run --quiet -- crd apikeys > crds/apikeys.keymint.dev.yaml
+	$(CARGO) run --quiet -- crd projectgrants > crds/projectgrants.keymint.dev.yaml
 
 controlplane: $(CP_STAMP) ## build kube-apiserver, kube-controller-manager, kubectl and the etcd launcher
 

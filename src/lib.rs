@@ -4,6 +4,8 @@
 //! client (a unit test in this file keeps it so):
 //! - `apikey`: the ApiKey resource, its CRD, the key format, the Secret, and
 //!   the lifecycle decisions (pure).
+//! - `grant`: the ProjectGrant resource, its CRD, and the rule "may this
+//!   namespace use this project" (pure).
 //! - `quota`: the ledger and the admission order (pure), the ledger's
 //!   ConfigMap store, slot requests and the index of waiting keys (I/O).
 //! - `audit`: entries, the hash chain and verification (pure), the stream in
@@ -26,6 +28,7 @@ pub mod audit;
 pub mod configmap;
 pub mod digest;
 pub mod duration;
+pub mod grant;
 pub mod owner_binding;
 pub mod people;
 pub mod quota;

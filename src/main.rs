@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use keymint::runtime::options::{LogFormat, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -14,8 +14,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the ApiKey CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (ApiKey, ProjectGrant) as YAML.
+    Crd {
+        /// Only this one.
+        name: Option<CrdName>,
+    },
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster).
     Run(RunOptions),
     /// Read, export and verify the audit stream.
@@ -25,6 +28,27 @@ enum Command {
     /// Verify keys for gateways (forward-auth, Envoy ext_authz, JSON) from an
     /// in-memory index of the ApiKeys' key hashes.
     Verifier(keymint::verify::options::VerifierOptions),
+}
+
+/// The CRDs `keymint crd` prints, by plural name.
+#[derive(Clone, Copy, ValueEnum)]
+enum CrdName {
+    Apikeys,
+    Projectgrants,
+}
+
+/// The YAML of one CRD, or of both as one stream (what `kubectl apply`
+/// installs in one go).
+fn crd_yaml(name: Option<CrdName>) -> Result<String, serde_norway::Error> {
+    Ok(match name {
+        Some(CrdName::Apikeys) => keymint::apikey::crd::yaml()?,
+        Some(CrdName::Projectgrants) => keymint::grant::crd::yaml()?,
+        None => format!(
+            "{}---\n{}",
+            keymint::apikey::crd::yaml()?,
+            keymint::grant::crd::yaml()?
+        ),
+    })
 }
 
 fn main() -> ExitCode {
@@ -78,7 +102,7 @@ fn parse() -> Cli {
 
 async fn cli(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Crd => match keymint::apikey::crd::yaml() {
+        Command::Crd { name } => match crd_yaml(name) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -2,7 +2,8 @@
 //! requests (`quota::slots`) replayed step by step against a simulated API
 //! server, with the real pure rules deciding — `quota::admission::plan`,
 //! `Ledger::admit`/`release`, `admission::slot_freed`,
-//! `lifecycle::waits_for_slot` and `lifecycle::decide`.
+//! `lifecycle::waits_for_slot` and `lifecycle::decide`, and the project
+//! grants' `grant::rule::check`.
 //!
 //! Two keymint processes (a second replica, or one that has not noticed it
 //! lost its lease) reconcile keys of one (project, owner) pair concurrently,
@@ -17,10 +18,18 @@
 //! once reconciling the *same* key with one of them on a copy from before
 //! the key was minted — the README lists it under "still weak".
 //!
+//! The pair's keys live in two namespaces: `ns`, always granted the project,
+//! and `other`, whose grant a cluster admin gives and takes away. A key
+//! whose namespace is not granted requests no slot (and gives back one it
+//! was admitted to), and is not in line for the others' batch admissions.
+//!
 //! After every step: at no instant do more than `limit` Secrets of the pair
-//! exist. At quiescence: no key waits while a slot is free, and every key
-//! is minted at most once. Two broken protocols (a write without the
-//! compare-and-swap; minting before the ledger write) must be caught.
+//! exist, and no write admits a key whose namespace was not granted when
+//! the write was planned. At quiescence: no granted key waits while a slot
+//! is free, no key not granted holds a slot it has not minted with, and
+//! every key is minted at most once. Three broken protocols (a write
+//! without the compare-and-swap; minting before the ledger write; a batch
+//! admission that ignores the grants) must be caught.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +38,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keymint::apikey::lifecycle::{self, Step};
 use keymint::apikey::secret::{Observed, ProvenKey};
 use keymint::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus, Phase};
+use keymint::grant::Projects;
+use keymint::grant::rule;
 use keymint::quota::admission::{self, Plan, Waiting};
 use keymint::quota::{Admission, Entry, Ledger};
 
@@ -40,6 +51,9 @@ enum Protocol {
     BlindWrite,
     /// Mints right after deciding, before the ledger write lands.
     MintBeforeLedgerWrite,
+    /// Admits the pair's waiting keys along with another whatever their
+    /// namespace is granted.
+    AdmitUngranted,
 }
 
 /// xorshift64*: deterministic per seed, no dependency.
@@ -64,6 +78,12 @@ struct Server {
     /// How many keys were ever minted per UID (exactly once: at most 1).
     mints: BTreeMap<String, u32>,
     now_ms: i64,
+    /// Each namespace's grant (`other` has none while withdrawn).
+    grants: BTreeMap<String, Projects>,
+    /// Bumped at every change of a grant.
+    grants_changed: u64,
+    /// What a write admitted that its plan should not have.
+    admitted_ungranted: Vec<String>,
 }
 
 /// Where one process is in reconciling one key (one API call per step).
@@ -76,6 +96,8 @@ enum Stage {
         version: u64,
         plan: Plan,
         dropped: bool,
+        /// `Server::grants_changed` when planned.
+        grants: u64,
     },
     /// The ledger write landed: mint next.
     Admitted,
@@ -96,12 +118,12 @@ struct Model {
     created: usize,
 }
 
-fn api_key(n: usize, created_s: i64) -> ApiKey {
+fn api_key(n: usize, created_s: i64, namespace: &str) -> ApiKey {
     let spec: ApiKeySpec =
         serde_json::from_value(serde_json::json!({"project": "p", "owner": "alice"}))
             .expect("spec");
     let mut k = ApiKey::new(&format!("k{n:03}"), spec);
-    k.metadata.namespace = Some("ns".into());
+    k.metadata.namespace = Some(namespace.into());
     k.metadata.uid = Some(format!("uid-{n:03}"));
     k.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created_s).expect("time")));
     k
@@ -118,7 +140,7 @@ fn waiting_entry(k: &ApiKey) -> Waiting {
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_millisecond()),
-        namespace: "ns".into(),
+        namespace: k.metadata.namespace.clone().unwrap_or_default(),
         name: k.metadata.name.clone().unwrap_or_default(),
         uid: uid(k),
     }
@@ -139,8 +161,15 @@ impl Model {
             seen: None,
             work: BTreeMap::new(),
         };
+        let granted = Projects::Only(["p".to_string()].into());
         Model {
-            server: Server::default(),
+            server: Server {
+                grants: BTreeMap::from([
+                    ("ns".to_string(), granted.clone()),
+                    ("other".to_string(), granted),
+                ]),
+                ..Server::default()
+            },
             processes: vec![process(), process()],
             protocol,
             limit,
@@ -163,6 +192,7 @@ impl Model {
             4 => self.expire_random(),
             5..=7 => self.sync_cache(),
             8 => self.crash(),
+            9 => self.toggle_grant(),
             _ => self.advance(),
         }
     }
@@ -170,8 +200,31 @@ impl Model {
     fn create(&mut self) {
         self.created += 1;
         let created_s = 1_000 + self.server.now_ms / 1_000;
-        let k = api_key(self.created, created_s);
+        let namespace = ["ns", "other"][self.rng.below(2)];
+        let k = api_key(self.created, created_s, namespace);
         self.server.keys.insert(uid(&k), k);
+    }
+
+    /// A cluster admin grants `other` the project, or takes it away. Each
+    /// process's grants follow at once (they are few and watched; a lag
+    /// would only widen the window the per-step check already allows).
+    fn toggle_grant(&mut self) {
+        let grants = &mut self.server.grants;
+        if grants.remove("other").is_none() {
+            grants.insert("other".into(), Projects::Only(["p".to_string()].into()));
+        }
+        self.server.grants_changed += 1;
+    }
+
+    /// `Grants::check`: whether the key's namespace may use its project.
+    fn granted(&self, k: &ApiKey) -> bool {
+        let namespace = k.metadata.namespace.as_deref().unwrap_or_default();
+        rule::check(
+            namespace,
+            self.server.grants.get(namespace),
+            &k.spec.project,
+        )
+        .is_ok()
     }
 
     /// A key no process is reconciling right now: deletion and expiry are
@@ -243,7 +296,11 @@ impl Model {
                 version,
                 plan,
                 dropped,
-            } => self.write(p, u, ledger, version, plan, dropped),
+                grants,
+            } => {
+                self.check_admitted_granted(&plan, grants);
+                self.write(p, u, ledger, version, plan, dropped)
+            }
             Stage::Admitted => {
                 self.mint(u);
                 None
@@ -279,6 +336,16 @@ impl Model {
         };
         let step = lifecycle::decide(cached.status.as_ref(), None, self.now(), &observed, None);
         match step {
+            // Not granted: no slot, and one it was admitted to goes back
+            // (`Slots::release`, one read and one write).
+            Step::RequestSlot if !self.granted(&cached) => {
+                let mut ledger = self.server.ledger.clone();
+                if ledger.release(u) {
+                    self.cas(p, ledger, self.server.version);
+                }
+                self.reject(u);
+                None
+            }
             Step::RequestSlot => Some(self.read_and_plan(p, &cached)),
             Step::Settled(lifecycle::Outcome::Active { .. }) => {
                 self.record_active(u);
@@ -301,6 +368,7 @@ impl Model {
             .cache
             .values()
             .filter(|k| lifecycle::waits_for_slot(k, now))
+            .filter(|k| self.protocol == Protocol::AdmitUngranted || self.granted(k))
             .map(waiting_entry)
             .collect();
         let me = waiting_entry(me);
@@ -327,6 +395,23 @@ impl Model {
             version,
             plan,
             dropped,
+            grants: self.server.grants_changed,
+        }
+    }
+
+    /// A write about to admit keys along with another, planned while the
+    /// grants were as they are now: every one of them must be granted.
+    fn check_admitted_granted(&mut self, plan: &Plan, planned_at: u64) {
+        let Plan::Admit { with } = plan else { return };
+        if planned_at != self.server.grants_changed {
+            return;
+        }
+        for w in with {
+            if let Some(k) = self.server.keys.get(&w.uid)
+                && !self.granted(k)
+            {
+                self.server.admitted_ungranted.push(w.uid.clone());
+            }
         }
     }
 
@@ -415,8 +500,14 @@ impl Model {
         }
     }
 
-    /// At no instant more than `limit` Secrets; never a second mint.
+    /// At no instant more than `limit` Secrets; never a second mint; no
+    /// key admitted along with another while its namespace was not granted.
     fn check(&self) -> Result<(), String> {
+        if let Some(u) = self.server.admitted_ungranted.first() {
+            return Err(format!(
+                "{u} was admitted while its namespace was not granted"
+            ));
+        }
         let secrets = self.server.secrets.len();
         if secrets > self.limit {
             return Err(format!(
@@ -449,6 +540,13 @@ impl Model {
                 self.processes[p].cache = self.server.keys.clone();
                 let uids: Vec<String> = self.server.keys.keys().cloned().collect();
                 for u in uids {
+                    // One key in one place at a time, here too: another
+                    // process finishes what it started on its own turn.
+                    let elsewhere = (0..self.processes.len())
+                        .any(|q| q != p && self.processes[q].work.contains_key(&u));
+                    if elsewhere {
+                        continue;
+                    }
                     for _ in 0..3 {
                         match self.call(p, &u) {
                             Some(next) => self.processes[p].work.insert(u.clone(), next),
@@ -460,15 +558,22 @@ impl Model {
         }
     }
 
-    /// No key waits while a slot is free (none is told it is in line behind
-    /// keys that will never take a slot).
+    /// No granted key waits while a slot is free (none is told it is in
+    /// line behind keys that will never take a slot), and no key whose
+    /// namespace is not granted holds a slot without a Secret.
     fn check_settled(&self) -> Result<(), String> {
         let now = self.now();
+        for (u, _) in self.server.ledger.iter() {
+            let ungranted = self.server.keys.get(u).is_some_and(|k| !self.granted(k));
+            if ungranted && !self.server.secrets.contains_key(u) {
+                return Err(format!("{u} holds a slot its namespace is not granted"));
+            }
+        }
         let waiting = self
             .server
             .keys
             .values()
-            .filter(|k| lifecycle::waits_for_slot(k, now))
+            .filter(|k| lifecycle::waits_for_slot(k, now) && self.granted(k))
             .count();
         let held = self.server.secrets.len();
         if waiting > 0 && held < self.limit {
@@ -524,5 +629,14 @@ fn the_model_catches_minting_before_the_ledger_write() {
     assert!(
         caught,
         "minting before the ledger write must break the limit in some run"
+    );
+}
+
+#[test]
+fn the_model_catches_a_batch_admission_that_ignores_the_grants() {
+    let caught = (1..=300).any(|seed| simulate(seed, 400, Protocol::AdmitUngranted).is_err());
+    assert!(
+        caught,
+        "admitting a key whose namespace is not granted must be caught in some run"
     );
 }

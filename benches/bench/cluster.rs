@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use keymint::grant::ProjectGrant;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
@@ -181,29 +182,38 @@ pub async fn install_finalizer_policy(client: &Client) -> Result<()> {
     Err("the finalizer policy did not take effect within 30 s".into())
 }
 
-/// Installs the committed CRD and waits until ApiKeys are served.
+/// Installs the committed CRDs (ApiKey, ProjectGrant) and waits until both
+/// are served.
 pub async fn install_crd(client: &Client) -> Result<()> {
-    let yaml = std::fs::read_to_string(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))?;
-    let crd: CustomResourceDefinition = serde_norway::from_str(&yaml)?;
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch(
-            &crd.name_any(),
-            &PatchParams::apply("keymint-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+    for file in [
+        "crds/apikeys.keymint.dev.yaml",
+        "crds/projectgrants.keymint.dev.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(Path::new(REPO).join(file))?;
+        let crd: CustomResourceDefinition = serde_norway::from_str(&yaml)?;
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .patch(
+                &crd.name_any(),
+                &PatchParams::apply("keymint-bench").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+    }
     let api_keys: Api<keymint::apikey::ApiKey> = Api::all(client.clone());
+    let grants: Api<ProjectGrant> = Api::all(client.clone());
     for _ in 0..300 {
-        if api_keys.list_metadata(&Default::default()).await.is_ok() {
+        if api_keys.list_metadata(&Default::default()).await.is_ok()
+            && grants.list_metadata(&Default::default()).await.is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Err("the ApiKey CRD was not served within 30 s".into())
+    Err("the ApiKey and ProjectGrant CRDs were not served within 30 s".into())
 }
 
 /// Namespaces are labelled with who consumes their ApiKeys (`keymint` or
-/// `floor`).
+/// `floor`), and granted any project (keymint mints only for granted ones).
 pub async fn create_namespace(client: &Client, name: &str, consumer: &str) -> Result<()> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {
@@ -213,6 +223,13 @@ pub async fn create_namespace(client: &Client, name: &str, consumer: &str) -> Re
     }))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
+        .await?;
+    let grant: ProjectGrant = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": keymint::grant::GRANT_NAME},
+        "spec": {"projects": ["*"]},
+    }))?;
+    Api::<ProjectGrant>::namespaced(client.clone(), name)
+        .create(&PostParams::default(), &grant)
         .await?;
     Ok(())
 }

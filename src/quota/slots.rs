@@ -18,6 +18,7 @@ use super::store::{self, LedgerError, Versioned};
 use super::waiting::WaitingKeys;
 use crate::apikey::lifecycle::waits_for_slot;
 use crate::apikey::{ApiKey, GuardedApiKey};
+use crate::grant::Grants;
 use crate::runtime::cache::ApiKeyCache;
 
 /// Ledger writes that lose a race are retried this many times in one
@@ -57,6 +58,9 @@ pub struct Slots {
     pub cache: Arc<ApiKeyCache>,
     /// The keys waiting for a slot, per pair (kept from the watch).
     pub waiting: Arc<WaitingKeys>,
+    /// The projects each namespace is granted: a waiting key whose project
+    /// is not granted is never admitted along with another.
+    pub grants: Arc<Grants>,
     /// Reconciles the given ApiKeys soon: wakes keys admitted along with
     /// another, and keys waiting when a slot frees.
     pub wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
@@ -76,6 +80,7 @@ impl Slots {
         ledgers: Api<ConfigMap>,
         cache: Arc<ApiKeyCache>,
         waiting: Arc<WaitingKeys>,
+        grants: Arc<Grants>,
         wake: UnboundedSender<ObjectRef<GuardedApiKey>>,
         limit: usize,
     ) -> Slots {
@@ -84,6 +89,7 @@ impl Slots {
             ledgers,
             cache,
             waiting,
+            grants,
             wake,
             limit,
             pair_locks: Mutex::default(),
@@ -237,7 +243,10 @@ impl Slots {
     }
 
     /// ApiKeys of `pair` in the cache that wait for a slot. The index may be
-    /// behind the cache: each is judged as cached, by the one rule.
+    /// behind the cache: each is judged as cached, by the one rule. A key
+    /// whose project its namespace is not granted would mint nothing if
+    /// admitted: it is not in line (it neither holds up the keys behind it
+    /// nor is admitted along with them).
     fn waiting_keys(&self, pair: &Pair<'_>) -> Vec<Waiting> {
         let now = Timestamp::now();
         let mut waiting = Vec::new();
@@ -249,6 +258,7 @@ impl Slots {
             if let Ok(k) = &guarded.0
                 && pair_of(k) == *pair
                 && waits_for_slot(k, now)
+                && self.grants.check(k).is_ok()
             {
                 waiting.push(waiting_entry(k));
             }

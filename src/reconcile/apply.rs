@@ -9,6 +9,7 @@ use crate::apikey::lifecycle::reveal::{self, ShowOnce};
 use crate::apikey::lifecycle::{self, Outcome, StatusInput, Step};
 use crate::apikey::secret::Observed;
 use crate::apikey::{ApiKey, ApiKeyStatus, Phase, TransitionTime};
+use crate::grant::NotGranted;
 use crate::quota::slots::Slot;
 
 /// Observes, decides, acts, and writes the status the outcome calls for.
@@ -18,15 +19,19 @@ pub async fn apply(api_key: &ApiKey, ctx: &Context) -> Result<Next, Error> {
     // stream (keymint stopped in between) come first.
     ctx.reporter.catch_up(api_key).await?;
     let secret = KeySecret::of(&ctx.client, &ctx.seal_key, api_key);
+    let granted = ctx.grants.check(api_key);
     // A key waiting for a slot has no Secret, unless an attempt stopped
     // right after creating it: then its slot is already in the ledger and
     // creating the Secret finds it (AlreadyExists). Either way reading the
-    // Secret first would only cost a request per attempt.
-    let observed = match lifecycle::waits_for_slot(api_key, now) {
+    // Secret first would only cost a request per attempt. A key whose
+    // project is not granted has it read all the same: an attempt that
+    // minted just before the grant went away is adopted, and keeps its
+    // slot, rather than released while its Secret holds a key.
+    let observed = match lifecycle::waits_for_slot(api_key, now) && granted.is_ok() {
         true => Observed::Missing,
         false => secret.observe().await?,
     };
-    let (outcome, observed) = act_on(api_key, ctx, &secret, observed, now).await?;
+    let (outcome, observed) = act_on(api_key, ctx, &secret, observed, granted, now).await?;
     let shown = record(api_key, ctx, &secret.name, &outcome, &observed, now).await?;
     Ok(next(api_key, ctx, &shown))
 }
@@ -45,12 +50,15 @@ fn show_once<'a>(api_key: &'a ApiKey, ctx: &Context) -> Option<ShowOnce<'a>> {
 
 /// Acts on what `decide` says until the outcome is settled: at most one
 /// mint, and if the Secret turns out to exist already, one more decision on
-/// what was found there. Returns the outcome and the Secret as last seen.
+/// what was found there. A key whose project its namespace is not granted
+/// (`granted`) requests no slot and mints nothing. Returns the outcome and
+/// the Secret as last seen.
 async fn act_on(
     api_key: &ApiKey,
     ctx: &Context,
     secret: &KeySecret<'_>,
     mut observed: Observed,
+    granted: Result<(), NotGranted>,
     now: Timestamp,
 ) -> Result<(Outcome, Observed), Error> {
     let status = api_key.status.as_ref();
@@ -63,14 +71,24 @@ async fn act_on(
             Step::Settled(outcome) => outcome,
             // The Secret that made the create fail is gone again: start over.
             Step::RequestSlot if tried_to_mint => return Err(Error::Stale),
-            Step::RequestSlot => match ctx.slots.request(api_key).await? {
-                Slot::Denied { message } => Outcome::Rejected { message },
-                Slot::Granted => match secret.mint(api_key).await? {
-                    Minted::Created { outcome, observed } => return Ok((outcome, observed)),
-                    Minted::Exists(found) => {
-                        (observed, tried_to_mint) = (found, true);
-                        continue;
+            Step::RequestSlot => match &granted {
+                // A key admitted along with another just before its grant
+                // went away gives that slot back.
+                Err(not_granted) => {
+                    ctx.slots.release(api_key).await?;
+                    Outcome::ProjectNotGranted {
+                        message: not_granted.to_string(),
                     }
+                }
+                Ok(()) => match ctx.slots.request(api_key).await? {
+                    Slot::Denied { message } => Outcome::Rejected { message },
+                    Slot::Granted => match secret.mint(api_key).await? {
+                        Minted::Created { outcome, observed } => return Ok((outcome, observed)),
+                        Minted::Exists(found) => {
+                            (observed, tried_to_mint) = (found, true);
+                            continue;
+                        }
+                    },
                 },
             },
             // Deleted first; the ledger entry is dropped when an admission

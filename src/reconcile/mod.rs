@@ -6,7 +6,8 @@
 //!    name is what "minted" means. AlreadyExists means "already minted" —
 //!    adopt it if keymint proves it minted it for this ApiKey (its seal,
 //!    `apikey::provenance`), report a conflict if not, never overwrite.
-//! 2. A key is recorded in its quota ledger before it is minted (`quota`).
+//! 2. A key is minted only for a project its namespace is granted (`grant`),
+//!    and is recorded in its quota ledger before it is minted (`quota`).
 //! 3. Secret first, then status (only when it changed, and only against the
 //!    version that was observed), then the audit entry and the Event.
 
@@ -34,6 +35,7 @@ pub use failure::{Failures, backoff, error_policy};
 
 use crate::apikey::provenance::SealKey;
 use crate::apikey::{ApiKey, GuardedApiKey};
+use crate::grant::Grants;
 use crate::quota::slots::Slots;
 use own_writes::OwnWrites;
 use report::Reporter;
@@ -55,6 +57,9 @@ pub struct Context {
     pub reporter: Reporter,
     /// Quota slots: the ledgers, the cache of ApiKeys, the waiting index.
     pub slots: Slots,
+    /// The projects each namespace is granted, as last watched (shared
+    /// with `slots`, whose batch admissions ask it too).
+    pub grants: Arc<Grants>,
     pub expiry_warning: Duration,
     pub verify_interval: Duration,
     /// How long after minting the owner of a show-once key has to

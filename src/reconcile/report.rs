@@ -257,7 +257,7 @@ fn describe_transition(
             "Minted",
             format!("key {key} minted into Secret {secret}"),
         ),
-        Transition::Rejected => (EventType::Warning, "Rejected", ready()),
+        Transition::Rejected => (EventType::Warning, rejection_reason(status), ready()),
         Transition::Conflict => (EventType::Warning, "Conflict", ready()),
         Transition::ExpiringSoon => (
             EventType::Warning,
@@ -290,6 +290,15 @@ fn describe_transition(
             format!("key {key} was shown once; its Secret {secret} was deleted"),
         ),
         Transition::NeverShown => (EventType::Warning, "NeverShown", ready()),
+    }
+}
+
+/// A rejection's Event and audit reason: `ProjectNotGranted` when that is
+/// why nothing was minted, `Rejected` for a full quota.
+fn rejection_reason(status: &ApiKeyStatus) -> &'static str {
+    match conditions::reason(status, conditions::READY) {
+        conditions::PROJECT_NOT_GRANTED => conditions::PROJECT_NOT_GRANTED,
+        _ => "Rejected",
     }
 }
 
@@ -402,6 +411,42 @@ mod tests {
                 "pod-a"
             )
         );
+    }
+
+    #[test]
+    fn a_project_not_granted_is_reported_with_its_own_reason() {
+        use crate::apikey::lifecycle::conditions::{PROJECT_NOT_GRANTED, QUOTA_EXCEEDED, READY};
+        let rejected = |reason: &str| ApiKeyStatus {
+            phase: Some(Phase::Rejected),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: READY.into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: format!("refused: {reason}"),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+            ..ApiKeyStatus::default()
+        };
+        let time = TransitionTime(jiff::Timestamp::UNIX_EPOCH);
+        let report = Report::Transition(Transition::Rejected);
+        let not_granted = draft(
+            &api_key(),
+            &rejected(PROJECT_NOT_GRANTED),
+            report,
+            1,
+            time,
+            "a",
+        );
+        assert_eq!(not_granted.action, Action::Rejected);
+        assert_eq!(not_granted.reason, "ProjectNotGranted");
+        assert_eq!(not_granted.message, "refused: ProjectNotGranted");
+        let (type_, reason, _) = describe(&api_key(), &rejected(PROJECT_NOT_GRANTED), report);
+        assert_eq!((type_, reason), (EventType::Warning, "ProjectNotGranted"));
+        let full = draft(&api_key(), &rejected(QUOTA_EXCEEDED), report, 1, time, "a");
+        assert_eq!(full.reason, "Rejected", "a full quota keeps its reason");
     }
 
     #[test]

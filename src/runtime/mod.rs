@@ -1,8 +1,10 @@
 //! `keymint run`: wiring (`run`), start-up checks (`preflight`), options,
-//! the HTTP endpoints, leader election, metrics and the provenance seal key
-//! (`seal_key`).
+//! the HTTP endpoints, leader election, metrics, the provenance seal key
+//! (`seal_key`), and the watches behind the caches (ApiKeys: `watch`,
+//! `cache`; ProjectGrants: `grants`).
 
 pub mod cache;
+pub mod grants;
 pub mod http;
 pub mod leader;
 pub mod memory;

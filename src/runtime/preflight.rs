@@ -1,5 +1,5 @@
-//! Start-up checks, before keymint reports ready: the ApiKey CRD serves the
-//! version keymint speaks, keymint's own and the audit namespace exist, and
+//! Start-up checks, before keymint reports ready: the ApiKey and
+//! ProjectGrant CRDs serve the version keymint speaks, keymint's own and the audit namespace exist, and
 //! every permission keymint needs is granted (one SelfSubjectAccessReview
 //! per verb). A failed check is one readable line and a non-zero exit —
 //! never a process that looks ready while every reconcile fails.
@@ -13,6 +13,7 @@ use kube::{Api, Client};
 
 use crate::api_error::describe;
 use crate::apikey::GuardedApiKey;
+use crate::grant::ProjectGrant;
 use crate::runtime::options::RunOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,10 @@ pub enum PreflightError {
         "the ApiKey CRD (keymint.dev/v1alpha1) is not served; install it with `keymint crd | kubectl apply --server-side -f -`: {}", describe(.0)
     )]
     CrdMissing(#[source] kube::Error),
+    #[error(
+        "the ProjectGrant CRD (keymint.dev/v1alpha1) is not served, and keymint mints keys only for projects granted to their namespace; install it with `keymint crd | kubectl apply --server-side -f -`: {}", describe(.0)
+    )]
+    GrantCrdMissing(#[source] kube::Error),
     #[error(
         "namespace {0} does not exist: create it (`kubectl create namespace {0}`) or point --namespace / --audit-namespace at one that does"
     )]
@@ -91,6 +96,10 @@ pub fn needs(options: &RunOptions) -> Vec<Need> {
     for verb in ["get", "list", "watch", "patch", "update"] {
         out.push(need(verb, "keymint.dev", "apikeys", "", &watched));
     }
+    // Read only: granting projects is for cluster admins.
+    for verb in ["list", "watch"] {
+        out.push(need(verb, "keymint.dev", "projectgrants", "", &watched));
+    }
     out.push(need("patch", "keymint.dev", "apikeys", "status", &watched));
     for verb in ["get", "create", "delete"] {
         out.push(need(verb, "", "secrets", "", &watched));
@@ -152,16 +161,12 @@ pub async fn check(
     client: &Client,
     options: &RunOptions,
     api_keys: &Api<GuardedApiKey>,
+    project_grants: &Api<ProjectGrant>,
 ) -> Result<(), PreflightError> {
-    match api_keys
-        .list_metadata(&ListParams::default().limit(1))
+    served(api_keys).await.map_err(PreflightError::CrdMissing)?;
+    served(project_grants)
         .await
-    {
-        Ok(_) => {}
-        // Forbidden: the permission checks below say which verbs.
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        Err(e) => return Err(PreflightError::CrdMissing(e)),
-    }
+        .map_err(PreflightError::GrantCrdMissing)?;
     let audit = options
         .audit_namespace
         .as_ref()
@@ -181,6 +186,19 @@ pub async fn check(
     match missing.is_empty() {
         true => Ok(()),
         false => Err(PreflightError::Forbidden(missing.join("; "))),
+    }
+}
+
+/// Whether the API server serves `api`'s resource: a list of one. Forbidden
+/// counts as served: the permission checks say which verbs are missing.
+async fn served<K>(api: &Api<K>) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -254,6 +272,12 @@ mod tests {
         let words: Vec<String> = all.iter().map(Need::describe).collect();
         assert!(words.contains(&"create secrets in all namespaces".to_string()));
         assert!(words.contains(&"patch apikeys/status in all namespaces".to_string()));
+        assert!(words.contains(&"watch projectgrants in all namespaces".to_string()));
+        assert!(
+            !words.iter().any(|w| w.contains("projectgrants")
+                && !(w.starts_with("list ") || w.starts_with("watch "))),
+            "projectgrants are read, never written"
+        );
         assert!(words.contains(&"update configmaps in namespace keymint-system".to_string()));
         assert!(
             !words.iter().any(|w| w.contains("leases")),
@@ -272,6 +296,7 @@ mod tests {
         ]));
         let words: Vec<String> = scoped.iter().map(Need::describe).collect();
         assert!(words.contains(&"get secrets in namespace team".to_string()));
+        assert!(words.contains(&"list projectgrants in namespace team".to_string()));
         assert!(words.contains(&"create configmaps in namespace audit".to_string()));
         assert!(words.contains(&"update leases keymint in namespace keymint-system".to_string()));
         assert!(words.contains(

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::apikey::GuardedApiKey;
 use crate::apikey::provenance::SealKey;
 use crate::audit::stream::{AuditLog, AuditOptions};
+use crate::grant::{Grants, ProjectGrant};
 use crate::quota::slots::Slots;
 use crate::quota::waiting::WaitingKeys;
 use crate::reconcile::events::{Busy, EventQueue, Flush};
@@ -65,7 +66,8 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = client().await?;
     let api_keys = api_keys(&client, &options);
-    crate::runtime::preflight::check(&client, &options, &api_keys).await?;
+    let project_grants = scoped(&client, &options);
+    crate::runtime::preflight::check(&client, &options, &api_keys, &project_grants).await?;
     let metrics = Arc::new(Metrics::new());
     crate::owner_binding::gate(
         &client,
@@ -101,7 +103,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         audit,
         seal_key,
     };
-    control(parts, api_keys, &status, stop(shutdown, lost.clone())).await;
+    let watched = Watched {
+        api_keys,
+        project_grants,
+    };
+    control(parts, watched, &status, stop(shutdown, lost.clone())).await;
     metrics.leader.set(0);
     finish(election, lost).await
 }
@@ -127,10 +133,25 @@ async fn client() -> Result<Client, RunError> {
 }
 
 fn api_keys(client: &Client, options: &RunOptions) -> Api<GuardedApiKey> {
+    scoped(client, options)
+}
+
+/// A namespaced resource in the watched namespace, or in all of them.
+fn scoped<K>(client: &Client, options: &RunOptions) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
     match &options.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// What the controller watches.
+struct Watched {
+    api_keys: Api<GuardedApiKey>,
+    project_grants: Api<ProjectGrant>,
 }
 
 async fn elect(
@@ -224,7 +245,7 @@ async fn stop(shutdown: Signal, lost: Signal) {
 /// Runs the controller until `stop`, finishing in-flight reconciles.
 async fn control(
     parts: Parts,
-    api_keys: Api<GuardedApiKey>,
+    watched: Watched,
     status: &Arc<Status>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -233,8 +254,17 @@ async fn control(
     let own_writes = OwnWrites::default();
     let waiting = Arc::new(WaitingKeys::default());
     let cache = Arc::new(ApiKeyCache::default());
+    let grants = Arc::new(Grants::default());
+    let (grants_listed, mut grants_ready) = tokio::sync::watch::channel(false);
+    let granting = tokio::spawn(crate::runtime::grants::watch_grants(
+        watched.project_grants,
+        grants.clone(),
+        cache.clone(),
+        wake_tx.clone(),
+        grants_listed,
+    ));
     let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
-    let triggers = triggers(api_keys, &cache, &own_writes, &waiting, &wake_tx);
+    let triggers = triggers(watched.api_keys, &cache, &own_writes, &waiting, &wake_tx);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
     let _ = status.cache.set(cache.clone());
@@ -248,11 +278,22 @@ async fn control(
         let queue = queue.clone();
         Arc::new(move || queue.depth() > 0)
     };
-    let (ctx, events) = context(parts, cache.clone(), waiting, wake_tx, own_writes, busy);
+    let kept = Kept {
+        cache: cache.clone(),
+        waiting,
+        grants,
+    };
+    let (ctx, events) = context(parts, kept, wake_tx, own_writes, busy);
     let ctx = Arc::new(ctx);
-    // Quotas count the cache: nothing is reconciled before it is complete.
+    // Quotas count the cache, and a key is minted only for a granted
+    // project: nothing is reconciled before both are listed.
+    let listed = async {
+        cache.wait_until_ready().await;
+        // The sender lives in the grant watch, which runs until aborted.
+        let _ = grants_ready.wait_for(|listed| *listed).await;
+    };
     let synced = tokio::select! {
-        () = cache.wait_until_ready() => true,
+        () = listed => true,
         () = &mut stop => false,
     };
     if synced {
@@ -269,6 +310,7 @@ async fn control(
         );
     }
     feeding.abort();
+    granting.abort();
     // The reconciles are done and their Events queued: publish them.
     events.wait().await;
 }
@@ -313,10 +355,16 @@ fn queued(api_key: &GuardedApiKey) -> ObjectRef<GuardedApiKey> {
     reference
 }
 
-fn context(
-    parts: Parts,
+/// The state the watches keep and the reconciles read.
+struct Kept {
     cache: Arc<ApiKeyCache>,
     waiting: Arc<WaitingKeys>,
+    grants: Arc<Grants>,
+}
+
+fn context(
+    parts: Parts,
+    kept: Kept,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
     own_writes: OwnWrites,
     busy: Busy,
@@ -352,11 +400,13 @@ fn context(
         slots: Slots::new(
             client.clone(),
             ledgers,
-            cache,
-            waiting,
+            kept.cache,
+            kept.waiting,
+            kept.grants.clone(),
             wake,
             options.max_keys_per_owner,
         ),
+        grants: kept.grants,
         client,
         expiry_warning: options.expiry_warning,
         verify_interval: options.verify_interval,

@@ -64,19 +64,19 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
 }
 
 #[test]
-fn the_chart_ships_the_generated_crd() {
-    let generated = std::fs::read(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))
-        .expect("crds/apikeys.keymint.dev.yaml");
-    let shipped = std::fs::read(
-        Path::new(REPO)
-            .join(CHART)
-            .join("crds/apikeys.keymint.dev.yaml"),
-    )
-    .expect("the chart's crds/apikeys.keymint.dev.yaml");
-    assert!(
-        generated == shipped,
-        "charts/keymint/crds/apikeys.keymint.dev.yaml must be the generated crds/apikeys.keymint.dev.yaml (a symlink to it)"
-    );
+fn the_chart_ships_the_generated_crds() {
+    for file in [
+        "crds/apikeys.keymint.dev.yaml",
+        "crds/projectgrants.keymint.dev.yaml",
+    ] {
+        let generated = std::fs::read(Path::new(REPO).join(file)).expect(file);
+        let shipped = std::fs::read(Path::new(REPO).join(CHART).join(file))
+            .unwrap_or_else(|e| panic!("the chart's {file}: {e}"));
+        assert!(
+            generated == shipped,
+            "charts/keymint/{file} must be the generated {file} (a symlink to it)"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -13,6 +13,13 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
 
+/// The Ready reasons of a Rejected key: why nothing was minted. A key
+/// rejected for one reason and then the other is rejected again (a
+/// transition of its own, `transitions`), and its Event and audit entry
+/// carry the reason (`reconcile::report`).
+pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+pub const PROJECT_NOT_GRANTED: &str = "ProjectNotGranted";
+
 /// Whether the condition `type_` is True in `status`.
 pub fn is_true(status: Option<&ApiKeyStatus>, type_: &str) -> bool {
     status.is_some_and(|s| true_among(s.conditions.iter().map(|c| (&*c.type_, &*c.status)), type_))
@@ -31,6 +38,15 @@ pub fn true_among<'a>(
 /// (only an Active key inside the warning window carries it so).
 pub fn expiring_soon(status: Option<&ApiKeyStatus>) -> bool {
     is_true(status, EXPIRING_SOON)
+}
+
+/// The reason of condition `type_`, or "" when there is none.
+pub fn reason<'a>(status: &'a ApiKeyStatus, type_: &str) -> &'a str {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map_or("", |c| c.reason.as_str())
 }
 
 /// The message of condition `type_`, or "" when there is none.

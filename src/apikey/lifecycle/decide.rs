@@ -60,6 +60,11 @@ pub enum Outcome {
     /// A show-once key nobody acknowledged within its reveal window: its
     /// Secret deleted, the key no longer verifies.
     NeverShown,
+    /// Never minted: its namespace is not granted its project (`grant`).
+    /// It takes no slot, and is looked at again when the grant changes.
+    ProjectNotGranted {
+        message: String,
+    },
 }
 
 /// A minted key as status records it.

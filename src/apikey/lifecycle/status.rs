@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::conditions::{self, EXPIRING_SOON, READY, Said};
+use super::conditions::{self, EXPIRING_SOON, PROJECT_NOT_GRANTED, QUOTA_EXCEEDED, READY, Said};
 use super::decide::{KeyRecord, Outcome};
 use crate::apikey::{ApiKeyStatus, Phase};
 
@@ -62,7 +62,10 @@ fn describe(outcome: &Outcome, secret: &str) -> (Phase, &'static str, String) {
                 "the key was shown once and Secret {secret} deleted: it exists nowhere in the cluster, and still verifies"
             ),
         ),
-        Outcome::Rejected { message } => (Phase::Rejected, "QuotaExceeded", message.clone()),
+        Outcome::Rejected { message } => (Phase::Rejected, QUOTA_EXCEEDED, message.clone()),
+        Outcome::ProjectNotGranted { message } => {
+            (Phase::Rejected, PROJECT_NOT_GRANTED, message.clone())
+        }
         Outcome::Retrying { reason, message } => (Phase::Pending, reason, message.clone()),
         Outcome::Conflict => (
             Phase::Conflict,

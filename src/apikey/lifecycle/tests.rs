@@ -680,3 +680,51 @@ fn kstatus_conditions_follow_the_phase() {
         .collect();
     assert_eq!(types, [READY, EXPIRING_SOON]);
 }
+
+#[test]
+fn a_project_not_granted_is_a_rejection_of_its_own_and_a_change_of_reason_is_reported() {
+    let not_granted = status(
+        &input(None, None, NOW),
+        &Outcome::ProjectNotGranted {
+            message: "project p is not granted to namespace ns".into(),
+        },
+    );
+    assert_eq!(not_granted.phase, Some(Phase::Rejected));
+    assert_eq!(not_granted.key_hash, None, "nothing minted");
+    let ready = &not_granted.conditions[0];
+    assert_eq!(
+        (ready.reason.as_str(), ready.status.as_str()),
+        ("ProjectNotGranted", "False")
+    );
+    assert_eq!(
+        not_granted.conditions[1].type_, STALLED,
+        "a person must act"
+    );
+    assert_eq!(transitions(None, &not_granted), vec![Transition::Rejected]);
+    // The same refusal again changes nothing.
+    assert!(transitions(Some(&not_granted), &not_granted).is_empty());
+    // Granted now, but the quota is full: rejected anew, for the quota.
+    let full = status(
+        &input(Some(&not_granted), None, NOW),
+        &Outcome::Rejected {
+            message: "quota full".into(),
+        },
+    );
+    assert_eq!(full.conditions[0].reason, "QuotaExceeded");
+    assert_eq!(
+        transitions(Some(&not_granted), &full),
+        vec![Transition::Rejected]
+    );
+    // A quota message that moves in line is no new rejection.
+    let moved = status(
+        &input(Some(&full), None, NOW),
+        &Outcome::Rejected {
+            message: "quota full, 1st in line".into(),
+        },
+    );
+    assert!(transitions(Some(&full), &moved).is_empty());
+    assert_eq!(
+        transitions(Some(&moved), &not_granted),
+        vec![Transition::Rejected]
+    );
+}

@@ -7,7 +7,8 @@ use crate::apikey::action::Transition;
 use crate::apikey::{ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
 
 /// The transitions between two statuses: a first recorded key (minted), a
-/// phase change, and the ExpiringSoon condition turning true.
+/// phase change (or a Rejected key rejected for another reason), and the
+/// ExpiringSoon condition turning true.
 pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<Transition> {
     let mut out = Vec::new();
     // A key recorded for the first time was minted, even if the same
@@ -18,6 +19,8 @@ pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<T
     let old_phase = before.and_then(|s| s.phase);
     if old_phase != after.phase {
         out.extend(phase_change(old_phase, after.phase));
+    } else if after.phase == Some(Phase::Rejected) && rejected_anew(before, after) {
+        out.push(Transition::Rejected);
     }
     if before.and_then(|s| s.revealed_at.as_ref()).is_none() && after.revealed_at.is_some() {
         out.push(Transition::Revealed);
@@ -42,6 +45,14 @@ fn phase_change(old: Option<Phase>, new: Option<Phase>) -> Option<Transition> {
         Phase::SecretTampered => Some(Transition::SecretTampered),
         Phase::NeverShown => Some(Transition::NeverShown),
     }
+}
+
+/// Whether a key that stays Rejected is rejected for another reason now
+/// (its quota was full, now its project is not granted, or the reverse):
+/// the person reading its Events and audit entries must learn the new one.
+fn rejected_anew(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> bool {
+    let ready = |s| conditions::reason(s, conditions::READY);
+    before.is_some_and(|b| ready(b) != ready(after))
 }
 
 /// The highest transition number an ApiKey has used (0: none yet).

@@ -38,6 +38,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use keymint::grant::ProjectGrant;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -173,29 +174,37 @@ fn prune_finished_runs(runs: &Path) {
     }
 }
 
-/// The ApiKey CRD, installed once per run from the committed YAML (what users
-/// install) and waited for until the API server serves it.
+/// The CRDs (ApiKey, ProjectGrant), installed once per run from the
+/// committed YAML (what users install) and waited for until the API server
+/// serves them.
 pub async fn install_crd(client: &Client) {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
         .get_or_init(|| async {
-            let yaml =
-                std::fs::read_to_string(Path::new(REPO).join("crds/apikeys.keymint.dev.yaml"))
+            for file in [
+                "crds/apikeys.keymint.dev.yaml",
+                "crds/projectgrants.keymint.dev.yaml",
+            ] {
+                let yaml = std::fs::read_to_string(Path::new(REPO).join(file))
                     .expect("read the committed CRD");
-            let crd: CustomResourceDefinition = serde_norway::from_str(&yaml).expect("CRD YAML");
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            crds.patch(
-                &crd.name_any(),
-                &PatchParams::apply("keymint-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .expect("apply the ApiKey CRD");
+                let crd: CustomResourceDefinition =
+                    serde_norway::from_str(&yaml).expect("CRD YAML");
+                let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+                crds.patch(
+                    &crd.name_any(),
+                    &PatchParams::apply("keymint-tests").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+            }
             // A new CRD is Established and then takes a moment before the
             // resource is served: poll until a list succeeds.
             let api_keys: Api<keymint::apikey::ApiKey> = Api::all(client.clone());
+            let grants: Api<ProjectGrant> = Api::all(client.clone());
             eventually(Duration::from_secs(30), || async {
                 api_keys.list_metadata(&Default::default()).await.is_ok()
+                    && grants.list_metadata(&Default::default()).await.is_ok()
             })
             .await;
         })
@@ -229,9 +238,42 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     /// Creates `kmt-<prefix>-<random>` (labelled `keymint.dev/test=true`, so
-    /// leftovers on an external cluster are easy to find) with the CRD
-    /// installed.
+    /// leftovers on an external cluster are easy to find) with the CRDs
+    /// installed, granted any project (a ProjectGrant of `["*"]`).
     pub async fn new(prefix: &str) -> TestNamespace {
+        Self::with_projects(prefix, &["*"]).await
+    }
+
+    /// As [`TestNamespace::new`], granted only `projects` (none at all, no
+    /// ProjectGrant, for `&[]`).
+    pub async fn with_projects(prefix: &str, projects: &[&str]) -> TestNamespace {
+        let ns = Self::ungranted(prefix).await;
+        if !projects.is_empty() {
+            ns.grant(projects).await;
+        }
+        ns
+    }
+
+    /// Grants the namespace `projects` as a cluster admin would: creates or
+    /// replaces its ProjectGrant.
+    pub async fn grant(&self, projects: &[&str]) {
+        let grant: ProjectGrant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "ProjectGrant",
+            "metadata": {"name": keymint::grant::GRANT_NAME},
+            "spec": {"projects": projects},
+        }))
+        .expect("ProjectGrant");
+        self.api::<ProjectGrant>()
+            .patch(
+                keymint::grant::GRANT_NAME,
+                &PatchParams::apply("keymint-tests").force(),
+                &Patch::Apply(&grant),
+            )
+            .await
+            .expect("grant the test namespace its projects");
+    }
+
+    async fn ungranted(prefix: &str) -> TestNamespace {
         let client = control_plane().admin().await;
         install_crd(&client).await;
         let suffix: u32 = rand::random();

@@ -62,7 +62,8 @@ async fn json_answers(setup: &Setup) {
         verifier.verify_json("kmk_nope", "payments").await["reason"],
         "malformed"
     );
-    let missing = raw_http::post_json(verifier.http, "/v1/verify", &json!({})).await;
+    let no_key = json!({"project": "payments"});
+    let missing = raw_http::post_json(verifier.http, "/v1/verify", &no_key).await;
     assert_eq!(missing.json()["reason"], "missing");
 }
 

@@ -134,7 +134,8 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
             "verifier",
             "--http-addr=0.0.0.0:8081",
             "--grpc-addr=0.0.0.0:9001",
-            "--log-format=json"
+            "--log-format=json",
+            "--max-staleness=30s"
         ]
     );
     let pod = &deployment["spec"]["template"];

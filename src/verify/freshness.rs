@@ -20,18 +20,17 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A watch that has sent nothing — no event, no bookmark — for this long is
-/// presumed dead even if no error came, and probes stop counting. The API
-/// server sends a bookmark on an idle watch about once a minute
-/// (`BOOKMARK_INTERVAL` below; measured, see there), so twice that and a
-/// margin is never reached by a healthy watch.
-pub const WATCH_SILENCE: Duration = Duration::from_secs(150);
-
 /// What the API server does on an idle ApiKey watch with
-/// `allowWatchBookmarks=true`, measured against the test control plane
-/// (kube-apiserver of `target/controlplane`): see the e2e test
-/// `verifier_staleness`'s comment for the run.
+/// `allowWatchBookmarks=true`: a bookmark a minute. Measured against the
+/// test control plane (kube-apiserver v1.36.3): an idle verifier watch got
+/// its bookmarks 61.0, 60.2 and 60.0 s apart (2026-12-07, with
+/// `RUST_LOG=keymint=debug`, which logs each "ApiKey watch bookmark").
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A watch that has sent nothing — no event, no bookmark — for this long is
+/// presumed dead even if no error came, and probes stop counting: two
+/// bookmarks missed, and a margin, which a healthy watch never reaches.
+pub const WATCH_SILENCE: Duration = Duration::from_secs(BOOKMARK_INTERVAL.as_secs() * 2 + 30);
 
 /// The index's age and availability, shared by the watch, the probe, the
 /// ticker and every check.
@@ -277,10 +276,6 @@ mod tests {
         assert!(
             f.probe(late + secs(1)).is_some(),
             "a bookmark is a sign of life"
-        );
-        assert!(
-            WATCH_SILENCE >= BOOKMARK_INTERVAL * 2,
-            "a healthy idle watch is never presumed dead"
         );
     }
 

@@ -113,10 +113,10 @@ const ANSWERING: (u16, u16, i64, u16) = (200, 200, 0, 200);
 /// 503 everywhere, gRPC UNAVAILABLE (14).
 const UNAVAILABLE: (u16, u16, i64, u16) = (503, 503, 14, 503);
 
-/// The API server is measured, not guessed: with this test's verifier at
-/// `RUST_LOG=keymint=debug`, an idle watch logged "ApiKey watch bookmark"
-/// every 60 s (kube-apiserver's watch cache sends a bookmark a minute on a
-/// watch that asked for them), which `freshness::BOOKMARK_INTERVAL` records.
+/// The cut lasts longer than the bound, and the recovery is watched for
+/// longer than it too, so both a stale yes and a stale no would show.
+/// Bookmarks alone (one a minute on an idle watch: measured, see
+/// `freshness::BOOKMARK_INTERVAL`) could not keep a 3 s bound: the probes do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_cut_from_the_api_server_answers_unavailable_then_recovers() {
     let ns = TestNamespace::new("verify-stale").await;

@@ -178,6 +178,12 @@ mod tests {
             };
             assert_eq!(m.verifications.get_or_create(&labels).get(), 1);
         }
+        m.count(Protocol::ExtAuthz, &Verdict::Unavailable);
+        let labels = VerificationLabels {
+            protocol: Protocol::ExtAuthz,
+            outcome: UNAVAILABLE,
+        };
+        assert_eq!(m.verifications.get_or_create(&labels).get(), 1);
         assert!(!text.contains("km_x"), "no key ids in metrics");
     }
 }

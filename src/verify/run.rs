@@ -58,8 +58,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    #[must_use]
-    pub fn new(max_staleness: Duration, default_project: Option<String>) -> Shared {
+    fn new(max_staleness: Duration, default_project: Option<String>) -> Shared {
         Shared {
             index: RwLock::new(Index::default()),
             freshness: Freshness::new(max_staleness, Instant::now()),

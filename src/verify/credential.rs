@@ -1,5 +1,5 @@
-//! Where a request carries its key and the projects it must belong to, for
-//! every protocol alike. Pure.
+//! Where a request carries its key, for every protocol alike (the projects
+//! it must belong to are `projects`'). Pure.
 //!
 //! A key comes from `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 //! Other `Authorization` schemes (say, Basic for another layer) are not a
@@ -17,10 +17,6 @@ pub enum Credential<'a> {
     /// One presented key (its text is never logged or returned).
     Key(&'a str),
 }
-
-/// The most projects one request may name: the list is the proxy's
-/// configuration, so a longer one is a mistake or an attack.
-pub const MAX_PROJECTS: usize = 16;
 
 /// The credential among `headers`, given as (name, value) pairs; names in
 /// any case.
@@ -60,44 +56,6 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 
 fn trim(value: &[u8]) -> &[u8] {
     value.trim_ascii()
-}
-
-/// Too many projects in one request.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("at most {MAX_PROJECTS} projects may be named in one request")]
-pub struct TooManyProjects;
-
-/// The `project` parameters of a query string (`?project=a&project=b`).
-pub fn projects_from_query(query: Option<&str>) -> Result<Vec<String>, TooManyProjects> {
-    let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes());
-    bounded(
-        pairs
-            .filter(|(name, _)| name == "project")
-            .map(|(_, value)| value.into_owned()),
-    )
-}
-
-/// The projects of a comma-separated list (Envoy's per-route
-/// `context_extensions`), blanks skipped.
-pub fn projects_from_list(list: Option<&str>) -> Result<Vec<String>, TooManyProjects> {
-    bounded(
-        list.unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned),
-    )
-}
-
-fn bounded(projects: impl Iterator<Item = String>) -> Result<Vec<String>, TooManyProjects> {
-    let mut out = Vec::new();
-    for project in projects {
-        if out.len() == MAX_PROJECTS {
-            return Err(TooManyProjects);
-        }
-        out.push(project);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -160,22 +118,6 @@ mod tests {
         );
         let bad: [(&str, &[u8]); 1] = [("X-API-Key", b"kmk_\xff\xfe")];
         assert_eq!(from_headers(bad), Credential::Unreadable);
-    }
-
-    #[test]
-    fn projects_are_repeatable_and_bounded() {
-        assert_eq!(projects_from_query(None), Ok(vec![]));
-        assert_eq!(
-            projects_from_query(Some("project=a&x=1&project=b%2Dc")),
-            Ok(vec!["a".to_string(), "b-c".to_string()])
-        );
-        let many = vec!["project=p"; MAX_PROJECTS + 1].join("&");
-        assert_eq!(projects_from_query(Some(&many)), Err(TooManyProjects));
-        assert_eq!(
-            projects_from_list(Some(" a, ,b ")),
-            Ok(vec!["a".to_string(), "b".to_string()])
-        );
-        assert_eq!(projects_from_list(None), Ok(vec![]));
     }
 
     proptest! {

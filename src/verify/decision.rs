@@ -2,19 +2,20 @@
 //! protocol asks. Pure: the index, the request and the clock come in.
 //!
 //! Order matters. The format and CRC32 are checked before any lookup (a
-//! random string costs no hash and no lock); then the key must be indexed,
-//! not being deleted (revocation is `kubectl delete`), Active, not past its
-//! `expiresAt` by the verifier's own clock (the controller's expiry may lag),
-//! and of one of the projects the caller named.
+//! random string costs no hash and no lock); then the key must be indexed
+//! (only Active ApiKeys are: see `index`), not being deleted (revocation is
+//! `kubectl delete`), not past its `expiresAt` by the verifier's own clock
+//! (the controller's expiry may lag), and of one of the projects the caller
+//! named.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::apikey::Phase;
 use crate::apikey::key;
 use crate::verify::credential::Credential;
 use crate::verify::index::{self, Index, Lookup};
+use crate::verify::projects::Projects;
 
 /// Why a key was refused. Few and fixed: each is a metric label and a
 /// `reason` in the JSON answer.
@@ -24,27 +25,23 @@ pub enum Denial {
     Missing,
     /// Not a keymint key: format or checksum wrong, or unreadable.
     Malformed,
-    /// Well-formed, but no ApiKey has it.
+    /// Well-formed, but no Active ApiKey has it (or two claim it).
     Unknown,
     /// Its ApiKey is being deleted.
     Revoked,
-    /// `expiresAt` has passed, or the ApiKey is Expired.
+    /// `expiresAt` has passed by the verifier's clock.
     Expired,
-    /// Its ApiKey is not Active (Rejected, Conflict, SecretLost,
-    /// SecretTampered, Pending).
-    NotActive,
     /// Valid, but for another project than the ones the caller named.
     WrongProject,
 }
 
 impl Denial {
-    pub const ALL: [Denial; 7] = [
+    pub const ALL: [Denial; 6] = [
         Denial::Missing,
         Denial::Malformed,
         Denial::Unknown,
         Denial::Revoked,
         Denial::Expired,
-        Denial::NotActive,
         Denial::WrongProject,
     ];
 
@@ -57,7 +54,6 @@ impl Denial {
             Denial::Unknown => "unknown",
             Denial::Revoked => "revoked",
             Denial::Expired => "expired",
-            Denial::NotActive => "not-active",
             Denial::WrongProject => "wrong-project",
         }
     }
@@ -71,7 +67,6 @@ impl Denial {
             Denial::Unknown => "unknown API key",
             Denial::Revoked => "the API key was revoked",
             Denial::Expired => "the API key has expired",
-            Denial::NotActive => "the API key is not active",
             Denial::WrongProject => "the API key is not valid for this project",
         }
     }
@@ -83,6 +78,13 @@ impl Denial {
         self == Denial::WrongProject
     }
 }
+
+/// The outcome of [`Verdict::Unavailable`].
+pub const UNAVAILABLE: &str = "unavailable";
+
+/// For people: why a check got no answer.
+pub const UNAVAILABLE_MESSAGE: &str =
+    "the verifier's index of keys is not listed yet or is older than --max-staleness; retry";
 
 /// What a valid key is: the ApiKey that holds it and what it grants.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,35 +106,41 @@ pub enum Verdict {
         denial: Denial,
         key_id: Option<String>,
     },
+    /// No answer: the index is not listed yet, or older than its bound
+    /// (`freshness`), so neither a yes nor a no can be trusted.
+    Unavailable,
 }
 
 impl Verdict {
-    /// `valid` or the denial's reason: the metric label and JSON `reason`.
+    /// `valid`, the denial's reason or `unavailable`: the metric label and
+    /// JSON `reason`.
     #[must_use]
     pub fn outcome(&self) -> &'static str {
         match self {
             Verdict::Valid(_) => "valid",
             Verdict::Denied { denial, .. } => denial.reason(),
+            Verdict::Unavailable => UNAVAILABLE,
         }
     }
 
-    /// The key id, when the key was well-formed.
+    /// The key id, when the key was well-formed (and looked at).
     #[must_use]
     pub fn key_id(&self) -> Option<&str> {
         match self {
             Verdict::Valid(grant) => Some(&grant.key_id),
             Verdict::Denied { key_id, .. } => key_id.as_deref(),
+            Verdict::Unavailable => None,
         }
     }
 }
 
-/// The verdict on `presented`, which must belong to one of `projects` (any
-/// project when empty), at `now`.
+/// The verdict on `presented`, which must belong to one of `projects`, at
+/// `now`.
 #[must_use]
-pub fn verify<P: AsRef<str>>(
+pub fn verify(
     index: &Index,
     presented: Credential<'_>,
-    projects: &[P],
+    projects: &Projects<'_>,
     now: Timestamp,
 ) -> Verdict {
     let text = match presented {
@@ -155,11 +163,9 @@ pub fn verify<P: AsRef<str>>(
         .map_or_else(|| key::key_id(&parsed), |id| id.as_str().to_owned());
     let refusal = if entry.deleting {
         Some(Denial::Revoked)
-    } else if entry.phase == Phase::Expired || entry.expires_at.is_some_and(|at| now >= at) {
+    } else if entry.expires_at.is_some_and(|at| now >= at) {
         Some(Denial::Expired)
-    } else if entry.phase != Phase::Active {
-        Some(Denial::NotActive)
-    } else if !projects.is_empty() && !projects.iter().any(|p| p.as_ref() == &**entry.project) {
+    } else if !projects.accept(entry.project) {
         Some(Denial::WrongProject)
     } else {
         None
@@ -186,15 +192,19 @@ mod tests {
     use crate::apikey::key::MintedKey;
     use crate::verify::index::tests::projection;
 
-    const NONE: [&str; 0] = [];
+    const ANY: Projects<'static> = Projects::Any;
+
+    fn named(names: &[&'static str]) -> Projects<'static> {
+        Projects::Named(names.iter().map(|n| (*n).into()).collect())
+    }
 
     fn now() -> Timestamp {
         "2030-01-01T00:00:00Z".parse().expect("timestamp")
     }
 
-    fn indexed(phase: Phase, change: impl FnOnce(&mut index::Projection)) -> (Index, MintedKey) {
+    fn indexed(change: impl FnOnce(&mut index::Projection)) -> (Index, MintedKey) {
         let minted = key::mint().expect("mint");
-        let mut p = projection(index::digest(&minted), "payments", phase);
+        let mut p = projection(index::digest(&minted), "payments");
         p.key_id = Some(key::key_id(&minted));
         change(&mut p);
         let mut index = Index::default();
@@ -202,28 +212,28 @@ mod tests {
         (index, minted)
     }
 
-    fn verdict(index: &Index, minted: &MintedKey, projects: &[&str], at: Timestamp) -> Verdict {
+    fn verdict(index: &Index, minted: &MintedKey, projects: &Projects, at: Timestamp) -> Verdict {
         verify(index, Credential::Key(minted.expose()), projects, at)
     }
 
     #[test]
     fn an_active_key_verifies_with_who_and_what() {
-        let (index, minted) = indexed(Phase::Active, |_| {});
-        let Verdict::Valid(grant) = verdict(&index, &minted, &[], now()) else {
+        let (index, minted) = indexed(|_| {});
+        let Verdict::Valid(grant) = verdict(&index, &minted, &ANY, now()) else {
             panic!("valid");
         };
         assert_eq!(&*grant.api_key, "ns/ci");
         assert_eq!(&*grant.owner, "alice@example.com");
         assert_eq!(&*grant.project, "payments");
         assert_eq!(grant.key_id, key::key_id(&minted));
-        let v = verdict(&index, &minted, &["other", "payments"], now());
+        let v = verdict(&index, &minted, &named(&["other", "payments"]), now());
         assert_eq!(v.outcome(), "valid");
     }
 
     #[test]
     fn missing_unreadable_and_malformed_keys_are_refused_before_any_lookup() {
         let index = Index::default();
-        let refused = |c| verify(&index, c, &NONE, now());
+        let refused = |c| verify(&index, c, &ANY, now());
         assert_eq!(refused(Credential::Absent).outcome(), "missing");
         assert_eq!(refused(Credential::Unreadable).outcome(), "malformed");
         let minted = key::mint().expect("mint");
@@ -244,55 +254,34 @@ mod tests {
     }
 
     #[test]
-    fn only_active_keys_verify() {
-        for phase in [
-            Phase::Pending,
-            Phase::Rejected,
-            Phase::Conflict,
-            Phase::SecretLost,
-            Phase::SecretTampered,
-            Phase::NeverShown,
-        ] {
-            let (index, minted) = indexed(phase, |_| {});
-            assert_eq!(
-                verdict(&index, &minted, &[], now()).outcome(),
-                "not-active",
-                "{phase:?}"
-            );
-        }
-        let (index, minted) = indexed(Phase::Expired, |_| {});
-        assert_eq!(verdict(&index, &minted, &[], now()).outcome(), "expired");
-    }
-
-    #[test]
     fn the_key_id_is_the_keys_with_or_without_one_recorded() {
-        let (index, minted) = indexed(Phase::Active, |p| p.key_id = Some("not an id".into()));
-        let v = verdict(&index, &minted, &[], now());
+        let (index, minted) = indexed(|p| p.key_id = Some("not an id".into()));
+        let v = verdict(&index, &minted, &ANY, now());
         assert_eq!(v.key_id(), Some(key::key_id(&minted).as_str()));
     }
 
     #[test]
     fn a_key_being_deleted_is_refused_at_once() {
-        let (index, minted) = indexed(Phase::Active, |p| p.deleting = true);
-        assert_eq!(verdict(&index, &minted, &[], now()).outcome(), "revoked");
+        let (index, minted) = indexed(|p| p.deleting = true);
+        assert_eq!(verdict(&index, &minted, &ANY, now()).outcome(), "revoked");
     }
 
     #[test]
     fn expires_at_is_enforced_by_the_verifiers_clock_from_that_instant_on() {
         let at = now();
-        let (index, minted) = indexed(Phase::Active, |p| p.expires_at = Some(at));
+        let (index, minted) = indexed(|p| p.expires_at = Some(at));
         let just_before = at - jiff::SignedDuration::from_millis(1);
         assert_eq!(
-            verdict(&index, &minted, &[], just_before).outcome(),
+            verdict(&index, &minted, &ANY, just_before).outcome(),
             "valid"
         );
-        assert_eq!(verdict(&index, &minted, &[], at).outcome(), "expired");
+        assert_eq!(verdict(&index, &minted, &ANY, at).outcome(), "expired");
     }
 
     #[test]
     fn a_key_of_another_project_is_forbidden_not_unauthenticated() {
-        let (index, minted) = indexed(Phase::Active, |_| {});
-        let v = verdict(&index, &minted, &["billing"], now());
+        let (index, minted) = indexed(|_| {});
+        let v = verdict(&index, &minted, &named(&["billing"]), now());
         assert_eq!(v.outcome(), "wrong-project");
         let Verdict::Denied { denial, .. } = v else {
             panic!("denied");
@@ -310,18 +299,18 @@ mod tests {
 
     #[test]
     fn a_contested_hash_verifies_as_nobodys() {
-        let (mut index, minted) = indexed(Phase::Active, |_| {});
-        let p = projection(index::digest(&minted), "payments", Phase::Active);
+        let (mut index, minted) = indexed(|_| {});
+        let p = projection(index::digest(&minted), "payments");
         index.apply("other/copy", Some(p));
-        assert_eq!(verdict(&index, &minted, &[], now()).outcome(), "unknown");
+        assert_eq!(verdict(&index, &minted, &ANY, now()).outcome(), "unknown");
     }
 
     #[test]
     fn no_verdict_carries_the_key() {
-        let (index, minted) = indexed(Phase::Active, |_| {});
+        let (index, minted) = indexed(|_| {});
         let body = &minted.expose()[4..20];
-        for projects in [&[][..], &["billing"][..]] {
-            let shown = format!("{:?}", verdict(&index, &minted, projects, now()));
+        for projects in [ANY, named(&["billing"])] {
+            let shown = format!("{:?}", verdict(&index, &minted, &projects, now()));
             assert!(!shown.contains(body), "{shown}");
         }
     }

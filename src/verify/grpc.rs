@@ -6,7 +6,10 @@
 //! in is a request without a key, never an RPC error.
 //!
 //! Projects come from the route's `context_extensions`, key `project`
-//! (a comma-separated list).
+//! (a comma-separated list, `*` for any); a route without it is denied
+//! (INVALID_ARGUMENT, HTTP 400) unless the verifier has a
+//! `--default-project`. A stale or unlisted index answers UNAVAILABLE
+//! (HTTP 503).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +24,10 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
 use crate::verify::credential::{self, Credential};
-use crate::verify::decision::{Denial, Verdict};
+use crate::verify::decision::{Denial, UNAVAILABLE_MESSAGE, Verdict};
 use crate::verify::http::{grant_values, www_authenticate};
 use crate::verify::metrics::Protocol;
+use crate::verify::projects::{self, Projects, RouteError, Source};
 use crate::verify::run::Shared;
 
 /// The `context_extensions` key that names the projects a key must belong to.
@@ -41,9 +45,10 @@ impl Authorization for ExtAuthz {
     ) -> Result<Response<CheckResponse>, Status> {
         let attributes = request.into_inner().attributes.unwrap_or_default();
         let http = attributes.request.and_then(|r| r.http);
-        let projects = match projects(&attributes.context_extensions) {
+        let default = self.shared.default_project.as_deref();
+        let projects = match projects(&attributes.context_extensions, default) {
             Ok(projects) => projects,
-            Err(e) => return Ok(Response::new(denied(Denial::Malformed, &e.to_string()))),
+            Err(e) => return Ok(Response::new(misconfigured(&e))),
         };
         let verdict = self
             .shared
@@ -64,14 +69,19 @@ impl Authorization for ExtAuthz {
                 response
             }
             Verdict::Denied { denial, .. } => denied(denial, denial.message()),
+            Verdict::Unavailable => unavailable(),
         }))
     }
 }
 
-fn projects(
-    extensions: &HashMap<String, String>,
-) -> Result<Vec<String>, credential::TooManyProjects> {
-    credential::projects_from_list(extensions.get(PROJECT_EXTENSION).map(String::as_str))
+fn projects<'a>(
+    extensions: &'a HashMap<String, String>,
+    default: Option<&'a str>,
+) -> Result<Projects<'a>, RouteError> {
+    let named = extensions
+        .get(PROJECT_EXTENSION)
+        .map(|list| std::borrow::Cow::Borrowed(list.as_str()));
+    projects::accepted(Source::Extension, named, default)
 }
 
 /// The credential among the request's headers: Envoy sends them in
@@ -109,6 +119,31 @@ fn denied(denial: Denial, message: &str) -> CheckResponse {
         .add_header("www-authenticate", www_authenticate(denial), None, false)
         .set_body(message);
     let mut response = CheckResponse::with_status(status);
+    response.set_http_response(refusal);
+    response
+}
+
+/// The route's configuration cannot say which projects it accepts:
+/// INVALID_ARGUMENT, and HTTP 400 for the client, whatever the key.
+fn misconfigured(e: &RouteError) -> CheckResponse {
+    let message = e.to_string();
+    let mut refusal = DeniedHttpResponseBuilder::new();
+    refusal
+        .set_http_status(HttpStatusCode::BadRequest)
+        .set_body(message.clone());
+    let mut response = CheckResponse::with_status(Status::invalid_argument(message));
+    response.set_http_response(refusal);
+    response
+}
+
+/// No answer from a stale or unlisted index: UNAVAILABLE, HTTP 503.
+fn unavailable() -> CheckResponse {
+    let mut refusal = DeniedHttpResponseBuilder::new();
+    refusal
+        .set_http_status(HttpStatusCode::ServiceUnavailable)
+        .add_header("retry-after", "1", None, false)
+        .set_body(UNAVAILABLE_MESSAGE);
+    let mut response = CheckResponse::with_status(Status::unavailable(UNAVAILABLE_MESSAGE));
     response.set_http_response(refusal);
     response
 }

@@ -4,7 +4,6 @@
 //! Bad input gets a quick 4xx; a presented key is never echoed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::verify::credential::{self, Credential};
-use crate::verify::decision::{Denial, Grant, Verdict};
+use crate::verify::decision::{Denial, Grant, UNAVAILABLE_MESSAGE, Verdict};
 use crate::verify::metrics::Protocol;
+use crate::verify::projects::{self, Projects, RouteError, Source};
 use crate::verify::run::Shared;
 
 /// The headers a valid key's request gets, on every protocol.
@@ -70,10 +70,15 @@ pub fn presented(headers: &HeaderMap) -> Credential<'_> {
 
 // The handlers take the request whole: a `HeaderMap` extractor would copy
 // every header of every request.
+
+/// The bare route (nginx, ingress-nginx, Traefik): the projects come from
+/// its own query, which is the proxy's configuration, never from a header
+/// (these proxies forward the client's headers).
 async fn forward_auth(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    match credential::projects_from_query(request.uri().query()) {
+    let default = shared.default_project.as_deref();
+    match projects::from_query(request.uri().query(), default) {
         Ok(projects) => forward_auth_verdict(&shared, request.headers(), &projects),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => misconfigured(&e),
     }
 }
 
@@ -83,30 +88,48 @@ async fn forward_auth(State(shared): State<Arc<Shared>>, request: Request) -> Re
 /// [`REQUIRE_PROJECT`], which the proxy sets.
 async fn forward_auth_prefixed(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let headers = request.headers();
-    let mut listed = Vec::new();
-    for value in headers.get_all(REQUIRE_PROJECT) {
-        match value.to_str() {
-            Ok(v) => listed.push(v),
-            Err(_) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "x-keymint-require-project is not text",
-                )
-                    .into_response();
-            }
-        }
+    let required = headers.get_all(REQUIRE_PROJECT);
+    if required.iter().any(|v| v.to_str().is_err()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "x-keymint-require-project is not text",
+        )
+            .into_response();
     }
-    match credential::projects_from_list(Some(&listed.join(","))) {
+    let values = required
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(std::borrow::Cow::Borrowed);
+    let default = shared.default_project.as_deref();
+    match projects::accepted(Source::Header, values, default) {
         Ok(projects) => forward_auth_verdict(&shared, headers, &projects),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => misconfigured(&e),
     }
 }
 
-/// 200 with the grant's headers, or the refusal.
-fn forward_auth_verdict(shared: &Shared, headers: &HeaderMap, projects: &[String]) -> Response {
+/// 400: the route's configuration cannot say which projects it accepts,
+/// whatever the key (a gateway shows it as its own error, not as the
+/// client's).
+fn misconfigured(e: &RouteError) -> Response {
+    (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+}
+
+/// 503 with `Retry-After`: no answer from a stale or unlisted index.
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        UNAVAILABLE_MESSAGE,
+    )
+        .into_response()
+}
+
+/// 200 with the grant's headers, the refusal, or 503.
+fn forward_auth_verdict(shared: &Shared, headers: &HeaderMap, projects: &Projects<'_>) -> Response {
     match shared.decide(Protocol::ForwardAuth, presented(headers), projects) {
         Verdict::Valid(grant) => granted(&grant),
         Verdict::Denied { denial, .. } => refusal(denial),
+        Verdict::Unavailable => unavailable(),
     }
 }
 
@@ -202,27 +225,30 @@ struct VerifyResponse<'a> {
 async fn verify_json(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     // Fixed message: a serde error could quote the body, key included.
     let Ok(request) = serde_json::from_slice::<VerifyRequest>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({
-                "valid": false,
-                "reason": "bad-request",
-                "error": "the body must be JSON: {\"key\": \"kmk_...\", \"project\": \"...\"} (project optional)",
-            })),
-        )
-            .into_response();
+        return bad_json_request(
+            "the body must be JSON: {\"key\": \"kmk_...\", \"project\": \"<name>, or * for any\"}",
+        );
+    };
+    let named = request.project.as_deref().map(std::borrow::Cow::Borrowed);
+    let projects = match projects::accepted(Source::Body, named, shared.default_project.as_deref())
+    {
+        Ok(projects) => projects,
+        Err(e) => return bad_json_request(&e.to_string()),
     };
     let presented = match request.key.as_deref() {
         None | Some("") => Credential::Absent,
         Some(key) => Credential::Key(key),
     };
-    let projects: Vec<&str> = request.project.as_deref().into_iter().collect();
     let verdict = shared.decide(Protocol::Json, presented, &projects);
     let grant = match &verdict {
         Verdict::Valid(grant) => Some(grant),
-        Verdict::Denied { .. } => None,
+        Verdict::Denied { .. } | Verdict::Unavailable => None,
     };
-    axum::Json(VerifyResponse {
+    let status = match verdict {
+        Verdict::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Verdict::Valid(_) | Verdict::Denied { .. } => StatusCode::OK,
+    };
+    let answer = axum::Json(VerifyResponse {
         valid: grant.is_some(),
         reason: verdict.outcome(),
         owner: grant.map(|g| &*g.owner),
@@ -230,15 +256,37 @@ async fn verify_json(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         key_id: verdict.key_id(),
         api_key: grant.map(|g| &*g.api_key),
         expires_at: grant.and_then(|g| g.expires_at).map(|t| t.to_string()),
-    })
-    .into_response()
+    });
+    (status, answer).into_response()
 }
 
+/// 400 with `{"valid": false, "reason": "bad-request", "error": ...}`.
+fn bad_json_request(error: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({
+            "valid": false,
+            "reason": "bad-request",
+            "error": error,
+        })),
+    )
+        .into_response()
+}
+
+/// 200 while checks are answered; 503 saying why not.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.synced.load(Ordering::Acquire) {
-        true => (StatusCode::OK, "ready").into_response(),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "index not synced").into_response(),
+    let freshness = &shared.freshness;
+    if freshness.available() {
+        return (StatusCode::OK, "ready").into_response();
     }
+    let why = match freshness.ever_listed() {
+        false => "index not listed yet".to_string(),
+        true => format!(
+            "index older than --max-staleness ({} s): no proof from the API server that it is current",
+            freshness.max().as_secs_f64()
+        ),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

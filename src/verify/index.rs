@@ -1,7 +1,12 @@
-//! The verifier's index: for every ApiKey that has a key hash, a lean
-//! entry (who, which project, until when, in which phase, whether it is
-//! being deleted), reachable from the 32 bytes of the key's SHA-256. Built
-//! from ApiKeys only — never from a Secret. Pure.
+//! The verifier's index: for every Active ApiKey, a lean entry (who, which
+//! project, until when, whether it is being deleted), reachable from the 32
+//! bytes of the key's SHA-256. Built from ApiKeys only — never from a
+//! Secret. Pure.
+//!
+//! Only an Active ApiKey claims a hash. An ApiKey in any other phase is not
+//! indexed at all, so whatever its status says (a hash written there by
+//! hand, or copied from a tenant's Secret) can never contest, and so
+//! silence, another ApiKey's key.
 //!
 //! Memory is the constraint (100,000 keys in a few tens of MiB): entries
 //! live in one vector, packed (owner and project as numbers into a table of
@@ -69,7 +74,6 @@ pub struct Projection {
     pub project: String,
     pub owner: String,
     pub expires_at: Option<Timestamp>,
-    pub phase: Phase,
     pub deleting: bool,
 }
 
@@ -84,11 +88,16 @@ pub fn object_name(object: &impl kube::Resource) -> String {
     )
 }
 
-/// The projection of `api_key`; None when it has no (readable) key hash,
-/// so there is nothing a presented key could match.
+/// The projection of `api_key`; None when it is not Active or has no
+/// (readable) key hash, so there is nothing a presented key could match.
+/// An Active ApiKey being deleted is projected: it answers "revoked" until
+/// it is gone.
 #[must_use]
 pub fn project(api_key: &ApiKey) -> Option<Projection> {
     let status = api_key.status.as_ref()?;
+    if status.phase != Some(Phase::Active) {
+        return None;
+    }
     let hash = parse_key_hash(status.key_hash.as_deref()?)?;
     Some(Projection {
         hash,
@@ -96,7 +105,6 @@ pub fn project(api_key: &ApiKey) -> Option<Projection> {
         project: api_key.spec.project.clone(),
         owner: api_key.spec.owner.clone(),
         expires_at: api_key.spec.expires_at.as_ref().map(|t| t.0),
-        phase: status.phase.unwrap_or(Phase::Pending),
         deleting: api_key.metadata.deletion_timestamp.is_some(),
     })
 }
@@ -132,7 +140,6 @@ struct Entry {
     /// key with this hash, so a valid key's answer needs no second hash.
     key_id: Option<KeyIdText>,
     expires_at: Option<Timestamp>,
-    phase: Phase,
     deleting: bool,
 }
 
@@ -144,8 +151,20 @@ pub struct Found<'a> {
     pub owner: &'a Arc<str>,
     pub key_id: Option<KeyIdText>,
     pub expires_at: Option<Timestamp>,
-    pub phase: Phase,
     pub deleting: bool,
+}
+
+/// A second Active ApiKey claiming a hash that one already holds: the key
+/// verifies for neither. keymint never mints that (a key is 256 random
+/// bits), so one of the two statuses was written by someone else.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Contest {
+    /// `namespace/name` of the ApiKey that held the hash first.
+    pub holder: String,
+    /// `namespace/name` of the ApiKey that claims it too.
+    pub claimant: String,
+    /// The key id recorded with the hash (public, safe to log).
+    pub key_id: Option<KeyIdText>,
 }
 
 /// What a key hash finds.
@@ -181,9 +200,10 @@ impl Strings {
     }
 }
 
-/// The index. Two ApiKeys with one hash cannot come from keymint (each key
-/// is 256 random bits) but can be written by hand into a status; then the
-/// key verifies as nobody's rather than as either's.
+/// The index. Two Active ApiKeys with one hash cannot come from keymint
+/// (each key is 256 random bits) but can be written by hand into a status;
+/// then the key verifies as nobody's rather than as either's (a
+/// [`Contest`], logged and counted by the feed).
 #[derive(Debug, Default)]
 pub struct Index {
     entries: Vec<Entry>,
@@ -241,18 +261,22 @@ impl Index {
             owner: self.strings.get(e.owner),
             key_id: e.key_id,
             expires_at: e.expires_at,
-            phase: e.phase,
             deleting: e.deleting,
         })
     }
 
+    /// Hashes two or more Active ApiKeys claim (each verifies for nobody).
+    #[must_use]
+    pub fn contested_hashes(&self) -> usize {
+        self.contested.len()
+    }
+
     /// Records what the watch says about the ApiKey `name`: its projection,
-    /// or None when it has nothing to verify (any earlier entry goes).
-    pub fn apply(&mut self, name: &str, projection: Option<Projection>) {
+    /// or None when it has nothing to verify (any earlier entry goes). A
+    /// claim on a hash another ApiKey holds is told, for the log.
+    pub fn apply(&mut self, name: &str, projection: Option<Projection>) -> Option<Contest> {
         self.remove(name);
-        let Some(p) = projection else {
-            return;
-        };
+        let p = projection?;
         let entry = Entry {
             hash: p.hash,
             api_key: name.into(),
@@ -260,14 +284,19 @@ impl Index {
             owner: self.strings.intern(p.owner),
             key_id: p.key_id.as_deref().and_then(KeyIdText::parse),
             expires_at: p.expires_at,
-            phase: p.phase,
             deleting: p.deleting,
         };
-        if self.find_hash(&entry.hash).is_some() {
-            self.contested.entry(entry.hash).or_default().push(entry);
-        } else {
+        let Some(at) = self.find_hash(&entry.hash) else {
             self.insert(entry);
-        }
+            return None;
+        };
+        let contest = Contest {
+            holder: self.entries[at].api_key.to_string(),
+            claimant: name.to_owned(),
+            key_id: entry.key_id.or(self.entries[at].key_id),
+        };
+        self.contested.entry(entry.hash).or_default().push(entry);
+        Some(contest)
     }
 
     /// Forgets the ApiKey `name` (deleted, or no longer verifiable).
@@ -414,28 +443,47 @@ pub struct Indexer {
     rebuilding: Option<Index>,
 }
 
+/// What one change did, for the feed to log and count.
+#[derive(Debug, Default, PartialEq)]
+pub struct Observed {
+    /// A list has just completed: the index is synced.
+    pub listed: bool,
+    /// The change made a hash contested.
+    pub contest: Option<Contest>,
+}
+
 impl Indexer {
-    /// Applies `change` to `live`; true when a list has just completed (the
-    /// index is synced).
-    pub fn observe(&mut self, change: Change, live: &RwLock<Index>) -> bool {
-        match change {
-            Change::Reset => self.rebuilding = Some(Index::default()),
-            Change::Listed(name, projection) => {
-                self.rebuilding
-                    .get_or_insert_with(Index::default)
-                    .apply(&name, projection);
+    /// Applies `change` to `live`.
+    pub fn observe(&mut self, change: Change, live: &RwLock<Index>) -> Observed {
+        let contest = match change {
+            Change::Reset => {
+                self.rebuilding = Some(Index::default());
+                None
             }
+            Change::Listed(name, projection) => self
+                .rebuilding
+                .get_or_insert_with(Index::default)
+                .apply(&name, projection),
             Change::ListDone => {
                 let mut fresh = self.rebuilding.take().unwrap_or_default();
                 fresh.shrink_to_fit();
                 // The old index is dropped after the lock is released.
                 let _old = std::mem::replace(&mut *write(live), fresh);
-                return true;
+                return Observed {
+                    listed: true,
+                    contest: None,
+                };
             }
             Change::Applied(name, projection) => write(live).apply(&name, projection),
-            Change::Deleted(name) => write(live).remove(&name),
+            Change::Deleted(name) => {
+                write(live).remove(&name);
+                None
+            }
+        };
+        Observed {
+            listed: false,
+            contest,
         }
-        false
     }
 }
 
@@ -458,16 +506,44 @@ pub(crate) mod tests {
     use super::*;
     use crate::apikey::key;
 
-    pub(crate) fn projection(hash: KeyHash, project: &str, phase: Phase) -> Projection {
+    pub(crate) fn projection(hash: KeyHash, project: &str) -> Projection {
         Projection {
             hash,
             key_id: None,
             project: project.into(),
             owner: "alice@example.com".into(),
             expires_at: None,
-            phase,
             deleting: false,
         }
+    }
+
+    /// An ApiKey of `phase` whose status carries `hash` (and `key_id`), as
+    /// anyone allowed to write the status subresource could make it.
+    fn api_key_with(phase: Option<Phase>, hash: &str, deleting: bool) -> ApiKey {
+        let mut api_key = ApiKey::new(
+            "k",
+            crate::apikey::ApiKeySpec {
+                project: "p".into(),
+                owner: "o".into(),
+                description: None,
+                expires_at: None,
+                secret_name: None,
+                secret_template: None,
+                show_once: None,
+            },
+        );
+        api_key.status = Some(crate::apikey::ApiKeyStatus {
+            phase,
+            key_hash: Some(hash.into()),
+            key_id: Some("km_Sdz7gm2XJHwC".into()),
+            ..Default::default()
+        });
+        if deleting {
+            api_key.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+            );
+        }
+        api_key
     }
 
     fn found<'a>(index: &'a Index, hash: &KeyHash) -> Found<'a> {
@@ -507,14 +583,42 @@ pub(crate) mod tests {
         assert_eq!(project(&api_key), None);
     }
 
+    /// Only an Active ApiKey claims a hash: one in any other phase (say,
+    /// SecretTampered with a victim's hash in its status) is not indexed,
+    /// so it can never contest, and silence, the victim's key.
+    #[test]
+    fn only_an_active_api_key_is_indexed() {
+        let minted = key::mint().expect("mint");
+        let hash = key::hash(&minted);
+        let active = project(&api_key_with(Some(Phase::Active), &hash, false));
+        assert_eq!(active.map(|p| p.hash), Some(digest(&minted)));
+        for phase in [
+            None,
+            Some(Phase::Pending),
+            Some(Phase::Rejected),
+            Some(Phase::Conflict),
+            Some(Phase::SecretLost),
+            Some(Phase::SecretTampered),
+            Some(Phase::Expired),
+        ] {
+            assert_eq!(
+                project(&api_key_with(phase, &hash, false)),
+                None,
+                "{phase:?}"
+            );
+        }
+        // Being deleted, it stays indexed, to answer "revoked".
+        let deleting = project(&api_key_with(Some(Phase::Active), &hash, true));
+        assert!(deleting.is_some_and(|p| p.deleting));
+    }
+
     #[test]
     fn apply_replaces_and_remove_forgets() {
         let mut index = Index::default();
-        index.apply("ns/a", Some(projection([1; 32], "p", Phase::Pending)));
-        index.apply("ns/a", Some(projection([2; 32], "p", Phase::Active)));
+        index.apply("ns/a", Some(projection([1; 32], "p")));
+        index.apply("ns/a", Some(projection([2; 32], "p")));
         assert!(matches!(index.lookup(&[1; 32]), Lookup::NotFound));
-        let entry = found(&index, &[2; 32]);
-        assert_eq!((entry.api_key, entry.phase), ("ns/a", Phase::Active));
+        assert_eq!(found(&index, &[2; 32]).api_key, "ns/a");
         index.apply("ns/a", None);
         assert!(index.is_empty());
         assert!(matches!(index.lookup(&[2; 32]), Lookup::NotFound));
@@ -524,11 +628,22 @@ pub(crate) mod tests {
     fn a_hash_claimed_twice_is_nobodys_until_one_claim_goes() {
         for (gone, left) in [("ns/a", "ns/b"), ("ns/b", "ns/a")] {
             let mut index = Index::default();
-            index.apply("ns/a", Some(projection([7; 32], "p", Phase::Active)));
-            index.apply("ns/b", Some(projection([7; 32], "q", Phase::Active)));
-            assert_eq!(index.len(), 2);
+            let mut first = projection([7; 32], "p");
+            first.key_id = Some("km_Sdz7gm2XJHwC".into());
+            assert_eq!(index.apply("ns/a", Some(first)), None);
+            let contest = index.apply("ns/b", Some(projection([7; 32], "q")));
+            assert_eq!(
+                contest,
+                Some(Contest {
+                    holder: "ns/a".into(),
+                    claimant: "ns/b".into(),
+                    key_id: KeyIdText::parse("km_Sdz7gm2XJHwC"),
+                })
+            );
+            assert_eq!((index.len(), index.contested_hashes()), (2, 1));
             assert!(matches!(index.lookup(&[7; 32]), Lookup::Contested));
             index.remove(gone);
+            assert_eq!(index.contested_hashes(), 0);
             assert_eq!(found(&index, &[7; 32]).api_key, left);
             index.remove(left);
             assert!(matches!(index.lookup(&[7; 32]), Lookup::NotFound));
@@ -563,8 +678,8 @@ pub(crate) mod tests {
     #[test]
     fn owners_and_projects_are_stored_once() {
         let mut index = Index::default();
-        index.apply("ns/a", Some(projection([1; 32], "p", Phase::Active)));
-        index.apply("ns/b", Some(projection([2; 32], "p", Phase::Active)));
+        index.apply("ns/a", Some(projection([1; 32], "p")));
+        index.apply("ns/b", Some(projection([2; 32], "p")));
         let (a, b) = (found(&index, &[1; 32]), found(&index, &[2; 32]));
         assert!(Arc::ptr_eq(a.owner, b.owner));
         assert!(Arc::ptr_eq(a.project, b.project));
@@ -586,7 +701,7 @@ pub(crate) mod tests {
             } else {
                 let mut hash = [0u8; 32];
                 rng.fill(&mut hash[..]);
-                index.apply(&name, Some(projection(hash, "p", Phase::Active)));
+                index.apply(&name, Some(projection(hash, "p")));
                 model.insert(name, hash);
             }
             if step % 1000 == 0 {
@@ -603,17 +718,15 @@ pub(crate) mod tests {
     fn a_relist_swaps_in_a_fresh_index_so_keys_deleted_meanwhile_disappear() {
         let live = RwLock::new(Index::default());
         let mut indexer = Indexer::default();
-        let listed = |n: &str, b: u8| {
-            Change::Listed(n.into(), Some(projection([b; 32], "p", Phase::Active)))
-        };
-        assert!(!indexer.observe(Change::Reset, &live));
+        let listed = |n: &str, b: u8| Change::Listed(n.into(), Some(projection([b; 32], "p")));
+        assert_eq!(indexer.observe(Change::Reset, &live), Observed::default());
         indexer.observe(listed("ns/a", 1), &live);
         indexer.observe(listed("ns/b", 2), &live);
         assert!(
             read(&live).is_empty(),
             "the live index waits for the whole list"
         );
-        assert!(indexer.observe(Change::ListDone, &live));
+        assert!(indexer.observe(Change::ListDone, &live).listed);
         assert_eq!(read(&live).len(), 2);
 
         // The watch drops; ns/a is deleted meanwhile; the relist lacks it.
@@ -625,11 +738,31 @@ pub(crate) mod tests {
         assert!(matches!(read(&live).lookup(&[2; 32]), Lookup::Found(_)));
 
         indexer.observe(
-            Change::Applied("ns/c".into(), Some(projection([3; 32], "p", Phase::Active))),
+            Change::Applied("ns/c".into(), Some(projection([3; 32], "p"))),
             &live,
         );
         indexer.observe(Change::Deleted("ns/b".into()), &live);
         assert!(matches!(read(&live).lookup(&[3; 32]), Lookup::Found(_)));
         assert!(matches!(read(&live).lookup(&[2; 32]), Lookup::NotFound));
+    }
+
+    #[test]
+    fn a_contest_is_told_whether_listed_or_applied() {
+        let live = RwLock::new(Index::default());
+        let mut indexer = Indexer::default();
+        let claim = |n: &str| Some(projection([9; 32], n));
+        indexer.observe(Change::Reset, &live);
+        indexer.observe(Change::Listed("ns/a".into(), claim("p")), &live);
+        let listed = indexer.observe(Change::Listed("ns/b".into(), claim("p")), &live);
+        assert_eq!(listed.contest.map(|c| c.claimant), Some("ns/b".into()));
+        indexer.observe(Change::ListDone, &live);
+        assert_eq!(read(&live).contested_hashes(), 1);
+        let applied = indexer.observe(Change::Applied("ns/c".into(), claim("p")), &live);
+        assert_eq!(applied.contest.map(|c| c.holder), Some("ns/a".into()));
+        assert_eq!(read(&live).contested_hashes(), 1, "one hash, three claims");
+        indexer.observe(Change::Deleted("ns/a".into()), &live);
+        indexer.observe(Change::Deleted("ns/b".into()), &live);
+        assert_eq!(read(&live).contested_hashes(), 0);
+        assert!(matches!(read(&live).lookup(&[9; 32]), Lookup::Found(_)));
     }
 }

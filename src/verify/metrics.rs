@@ -7,8 +7,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
-use crate::verify::decision::{Denial, Verdict};
+use crate::verify::decision::{Denial, UNAVAILABLE, Verdict};
 
 /// Which protocol asked.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -19,8 +20,8 @@ pub enum Protocol {
 }
 
 const PROTOCOLS: [Protocol; 3] = [Protocol::ForwardAuth, Protocol::ExtAuthz, Protocol::Json];
-/// `valid` and every denial.
-const OUTCOMES: usize = 1 + Denial::ALL.len();
+/// `valid`, every denial, and `unavailable`.
+const OUTCOMES: usize = 2 + Denial::ALL.len();
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerificationLabels {
@@ -34,6 +35,8 @@ pub struct Metrics {
     /// takes no lock and no label lookup (the hot path of every request).
     counters: [[Counter; OUTCOMES]; PROTOCOLS.len()],
     pub index_keys: Gauge,
+    pub contested_hashes: Gauge,
+    pub index_age_seconds: Gauge<f64, AtomicU64>,
     pub relists: Counter,
     pub watch_errors: Counter,
     /// `owner_binding::register`: named like `keymint run`'s, outside the
@@ -52,6 +55,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let verifications = Family::<VerificationLabels, Counter>::default();
         let index_keys = Gauge::default();
+        let contested_hashes = Gauge::default();
+        let index_age_seconds = Gauge::<f64, AtomicU64>::default();
         let relists = Counter::default();
         let watch_errors = Counter::default();
         let mut root = Registry::with_prefix("keymint");
@@ -68,6 +73,19 @@ impl Metrics {
             index_keys.clone(),
         );
         registry.register(
+            "contested_hashes",
+            "Key hashes that two or more Active ApiKeys claim (each such key verifies for nobody; \
+             keymint never mints that, so a status was written by someone else)",
+            contested_hashes.clone(),
+        );
+        registry.register(
+            "index_age_seconds",
+            "Time since the verifier last had proof that its index is current (a complete list, \
+             a watch event or bookmark, a probe while the watch is up); since the start before \
+             the first list. Past --max-staleness every check answers unavailable",
+            index_age_seconds.clone(),
+        );
+        registry.register(
             "relists",
             "Complete lists of ApiKeys swapped into the index (the first one included)",
             relists.clone(),
@@ -79,8 +97,9 @@ impl Metrics {
         );
         // Every series exists from the start, at 0, so alerts can rely on it.
         let counters = PROTOCOLS.map(|protocol| {
-            let mut outcomes =
-                std::iter::once("valid").chain(Denial::ALL.iter().map(|d| d.reason()));
+            let mut outcomes = std::iter::once("valid")
+                .chain(Denial::ALL.iter().map(|d| d.reason()))
+                .chain(std::iter::once(UNAVAILABLE));
             std::array::from_fn(|_| {
                 let outcome = outcomes.next().unwrap_or("valid");
                 verifications
@@ -92,6 +111,8 @@ impl Metrics {
             verifications,
             counters,
             index_keys,
+            contested_hashes,
+            index_age_seconds,
             relists,
             watch_errors,
             owner_binding_enforced,
@@ -104,6 +125,7 @@ impl Metrics {
         let outcome = match verdict {
             Verdict::Valid(_) => 0,
             Verdict::Denied { denial, .. } => 1 + *denial as usize,
+            Verdict::Unavailable => OUTCOMES - 1,
         };
         let protocol = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
         self.counters[protocol][outcome].inc();
@@ -136,6 +158,9 @@ mod tests {
             "keymint_verifier_verifications_total{protocol=\"ExtAuthz\",outcome=\"wrong-project\"} 0",
             "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"unknown\"} 1",
             "keymint_verifier_index_keys 0",
+            "keymint_verifier_contested_hashes 0",
+            "keymint_verifier_index_age_seconds 0.0",
+            "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"unavailable\"} 0",
             "keymint_verifier_relists_total 0",
             "keymint_owner_binding_enforced 0",
         ] {
@@ -160,6 +185,12 @@ mod tests {
             };
             assert_eq!(m.verifications.get_or_create(&labels).get(), 1);
         }
+        m.count(Protocol::ExtAuthz, &Verdict::Unavailable);
+        let labels = VerificationLabels {
+            protocol: Protocol::ExtAuthz,
+            outcome: UNAVAILABLE,
+        };
+        assert_eq!(m.verifications.get_or_create(&labels).get(), 1);
         assert!(!text.contains("km_x"), "no key ids in metrics");
     }
 }

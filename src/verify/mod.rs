@@ -2,10 +2,11 @@
 //! in-memory index of key hashes fed by a watch of ApiKeys. It never reads a
 //! Secret, and a presented key never leaves the request that carried it.
 //!
-//! Pure (no I/O, unit-tested): `index` (the lean projection of each ApiKey,
-//! keyed by key hash, with watch resets handled), `decision` (the verdict on
-//! a presented key) and `credential` (where a request carries its key and
-//! projects). I/O: `feed` (the ApiKey watch that fills the index), `http`
+//! Pure (no I/O, unit-tested): `index` (the lean projection of each Active
+//! ApiKey, keyed by key hash, with watch resets handled), `decision` (the
+//! verdict on a presented key), `credential` (where a request carries its
+//! key), `projects` (which projects a check accepts) and `freshness` (how
+//! old the index is, and whether it may answer). I/O: `feed` (the ApiKey watch that fills the index), `http`
 //! (forward-auth, `POST /v1/verify`, health and metrics), `grpc` (Envoy
 //! ext_authz v3), `listener` (the HTTP server's limits against bad clients),
 //! `metrics`, `options` and `run` (the wiring).
@@ -13,10 +14,12 @@
 pub mod credential;
 pub mod decision;
 pub mod feed;
+pub mod freshness;
 pub mod grpc;
 pub mod http;
 pub mod index;
 pub mod listener;
 pub mod metrics;
 pub mod options;
+pub mod projects;
 pub mod run;

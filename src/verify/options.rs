@@ -3,6 +3,7 @@
 
 use clap::Args;
 
+use crate::duration::parse_duration;
 use crate::runtime::options::LogFormat;
 
 #[derive(Args, Clone, Debug)]
@@ -28,10 +29,33 @@ pub struct VerifierOptions {
     #[arg(long, env = "KEYMINT_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// The project a check that names none is checked against, for a
+    /// deployment that serves one project. Without it, such a check is
+    /// refused (400).
+    #[arg(long, env = "KEYMINT_VERIFIER_DEFAULT_PROJECT")]
+    pub default_project: Option<String>,
+
+    /// How old the index may grow without proof that it is current (a watch
+    /// event or bookmark, or a probe of the API server while the watch is
+    /// up) before /readyz fails and every check answers 503 / UNAVAILABLE.
+    #[arg(long, env = "KEYMINT_VERIFIER_MAX_STALENESS", default_value = "30s",
+          value_parser = parse_staleness)]
+    pub max_staleness: std::time::Duration,
+
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     #[command(flatten)]
     pub owner_binding: crate::owner_binding::OwnerBindingOptions,
+}
+
+/// A staleness bound: a duration of at least 1 s (the API server is
+/// probed every third of it, and a probe needs a round trip).
+fn parse_staleness(s: &str) -> Result<std::time::Duration, String> {
+    let bound = parse_duration(s)?;
+    match bound >= std::time::Duration::from_secs(1) {
+        true => Ok(bound),
+        false => Err("must be at least 1s".to_string()),
+    }
 }

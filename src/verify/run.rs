@@ -3,23 +3,24 @@
 
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use futures::FutureExt as _;
 use jiff::Timestamp;
 use kube::{Api, Client, Config};
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::apikey::GuardedApiKey;
 use crate::verify::credential::Credential;
 use crate::verify::decision::{self, Verdict};
+use crate::verify::freshness::{self, Freshness};
 use crate::verify::grpc::ExtAuthz;
 use crate::verify::index::{self, Index};
 use crate::verify::metrics::{Metrics, Protocol};
 use crate::verify::options::VerifierOptions;
+use crate::verify::projects::Projects;
 use crate::verify::{feed, http, listener};
 
 /// Largest ext_authz CheckRequest accepted (Envoy sends headers, and a body
@@ -51,33 +52,41 @@ pub enum VerifierError {
 /// What the servers and the watch share.
 pub struct Shared {
     pub index: RwLock<Index>,
-    /// A first complete list is in the index.
-    pub synced: AtomicBool,
+    /// Whether the index may answer, and how old it is.
+    pub freshness: Freshness,
+    /// `--default-project`: what a check that names no project accepts.
+    pub default_project: Option<String>,
     pub metrics: Metrics,
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(max_staleness: Duration, default_project: Option<String>) -> Shared {
         Shared {
             index: RwLock::new(Index::default()),
-            synced: AtomicBool::new(false),
+            freshness: Freshness::new(max_staleness, Instant::now()),
+            default_project,
             metrics: Metrics::new(),
         }
     }
 
-    /// The verdict on `presented`, counted and logged (by key id only).
-    pub fn decide<P: AsRef<str>>(
+    /// The verdict on `presented`, counted and logged (by key id only);
+    /// unavailable, without a look at the index, when it is stale or not
+    /// yet listed.
+    pub fn decide(
         &self,
         protocol: Protocol,
         presented: Credential<'_>,
-        projects: &[P],
+        projects: &Projects<'_>,
     ) -> Verdict {
-        let verdict = decision::verify(
-            &index::read(&self.index),
-            presented,
-            projects,
-            Timestamp::now(),
-        );
+        let verdict = match self.freshness.available() {
+            true => decision::verify(
+                &index::read(&self.index),
+                presented,
+                projects,
+                Timestamp::now(),
+            ),
+            false => Verdict::Unavailable,
+        };
         self.metrics.count(protocol, &verdict);
         debug!(
             ?protocol,
@@ -100,11 +109,24 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    api_keys
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(VerifierError::ListApiKeys)?;
-    let shared = Arc::new(Shared::new());
+    // Fail fast on what only an administrator can fix (no CRD, no RBAC);
+    // an API server out of reach is waited for, answering 503 meanwhile.
+    let reachable = tokio::time::timeout(options.max_staleness, probe(&api_keys)).await;
+    match reachable {
+        Ok(Err(e @ kube::Error::Api(_))) => return Err(VerifierError::ListApiKeys(e)),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot reach the API server yet; answering 503 until the index is listed")
+        }
+        Err(_) => warn!(
+            "the API server did not answer in --max-staleness; answering 503 until the index is listed"
+        ),
+        Ok(Ok(())) => {}
+    }
+
+    let shared = Arc::new(Shared::new(
+        options.max_staleness,
+        options.default_project.clone(),
+    ));
     crate::owner_binding::gate(
         &client,
         &options.owner_binding,
@@ -124,10 +146,14 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         "serving gRPC: envoy.service.auth.v3.Authorization");
     info!(
         watch_namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+        default_project = options.default_project.as_deref().unwrap_or("(none: a check must name its projects)"),
+        max_staleness = ?options.max_staleness,
         "keymint verifier starting"
     );
 
-    let watch = tokio::spawn(feed::feed(api_keys, shared.clone()));
+    let watch = tokio::spawn(feed::feed(api_keys.clone(), shared.clone()));
+    let probes = tokio::spawn(probe_while_watching(api_keys, shared.clone()));
+    let ticker = tokio::spawn(tick(shared.clone()));
     let shutdown = crate::runtime::signal::shutdown_signal("finishing in-flight requests").shared();
     let http = listener::serve(
         http_listener,
@@ -147,7 +173,65 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         );
     let (_, grpc) = tokio::join!(http, grpc);
     watch.abort();
+    probes.abort();
+    ticker.abort();
     grpc.map_err(VerifierError::GrpcServer)?;
     info!("keymint verifier stopped");
     Ok(())
+}
+
+/// The cheapest read that proves the API server answers: one ApiKey's
+/// metadata, as a consistent read.
+async fn probe(api_keys: &Api<GuardedApiKey>) -> Result<(), kube::Error> {
+    let one = kube::api::ListParams::default().limit(1);
+    api_keys.list_metadata(&one).await.map(|_| ())
+}
+
+/// Probes the API server every third of `--max-staleness` (each probe
+/// given as long), so that an idle watch, silent between bookmarks, still
+/// proves its index current; see `freshness` for when a probe counts.
+async fn probe_while_watching(api_keys: Api<GuardedApiKey>, shared: Arc<Shared>) {
+    let every = freshness::probe_interval(shared.freshness.max());
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(started) = shared.freshness.probe(Instant::now()) else {
+            continue;
+        };
+        match tokio::time::timeout(every, probe(&api_keys)).await {
+            Ok(Ok(())) => shared.freshness.probed(started, Instant::now()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "probe of the API server (list ApiKeys, limit 1) failed")
+            }
+            Err(_) => {
+                debug!(timeout = ?every, "probe of the API server (list ApiKeys, limit 1) timed out")
+            }
+        }
+    }
+}
+
+/// Recomputes availability and the age gauge every tick, and says when
+/// the index turns stale and when it is fresh again.
+async fn tick(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(freshness::tick_interval(shared.freshness.max()));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut was_available, mut went_stale) = (false, false);
+    loop {
+        interval.tick().await;
+        let age = shared.freshness.tick(Instant::now());
+        shared.metrics.index_age_seconds.set(age.as_secs_f64());
+        let available = shared.freshness.available();
+        if was_available && !available {
+            went_stale = true;
+            warn!(
+                age = ?age, max_staleness = ?shared.freshness.max(),
+                "the index has had no proof of being current for longer than --max-staleness: \
+                 answering 503 / UNAVAILABLE until the ApiKey watch proves it again"
+            );
+        } else if went_stale && available && !was_available {
+            info!("the index is current again; answering");
+        }
+        was_available = available;
+    }
 }

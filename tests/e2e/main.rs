@@ -33,4 +33,6 @@ mod verifier;
 mod verifier_bad_input;
 mod verifier_chart;
 mod verifier_nginx;
+mod verifier_staleness;
 mod verifier_traefik;
+mod verifier_trust;

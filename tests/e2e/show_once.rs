@@ -134,9 +134,7 @@ async fn a_show_once_key_nobody_acknowledged_is_never_shown_after_the_window_and
     delete_secret(&secrets, "deleted").await;
     // Within the window the key is left as it is: the CLI deletes, prints,
     // then acknowledges, and keymint must not race it.
-    let answer = verifier
-        .verify_json(&deleted_key, Some("never-shown"))
-        .await;
+    let answer = verifier.verify_json(&deleted_key, "never-shown").await;
     assert_eq!(answer["valid"], true, "{answer}");
 
     for name in ["deleted", "kept"] {
@@ -151,7 +149,7 @@ async fn a_show_once_key_nobody_acknowledged_is_never_shown_after_the_window_and
         "keymint deleted the Secret nobody took the key from"
     );
     for key in [&deleted_key, &kept_key] {
-        let answer = verifier.verify_json(key, Some("never-shown")).await;
+        let answer = verifier.verify_json(key, "never-shown").await;
         assert_eq!(answer["valid"], false, "{answer}");
     }
 

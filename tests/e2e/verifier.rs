@@ -42,34 +42,32 @@ async fn verifier_answers_alike_on_json_forward_auth_and_ext_authz() {
 async fn json_answers(setup: &Setup) {
     let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
     let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
-    let answer = verifier.verify_json(key, None).await;
+    let answer = verifier.verify_json(key, "payments").await;
     assert_eq!(
         answer,
         json!({"valid": true, "reason": "valid", "owner": "alice@example.com",
                "project": "payments", "keyId": key_id, "apiKey": api_key_ref,
                "expiresAt": null}),
     );
-    assert_eq!(
-        verifier.verify_json(key, Some("payments")).await["valid"],
-        true
-    );
-    let other = verifier.verify_json(key, Some("billing")).await;
+    assert_eq!(verifier.verify_json(key, "payments").await["valid"], true);
+    let other = verifier.verify_json(key, "billing").await;
     assert_eq!(
         (&other["valid"], &other["reason"], &other["owner"]),
         (&json!(false), &json!("wrong-project"), &json!(null))
     );
-    let unknown = verifier.verify_json(stranger.expose(), None).await;
+    let unknown = verifier.verify_json(stranger.expose(), "payments").await;
     assert_eq!(unknown["reason"], "unknown");
     assert_eq!(unknown["keyId"], key::key_id(stranger));
     assert_eq!(
-        verifier.verify_json("kmk_nope", None).await["reason"],
+        verifier.verify_json("kmk_nope", "payments").await["reason"],
         "malformed"
     );
-    let missing = raw_http::post_json(verifier.http, "/v1/verify", &json!({})).await;
+    let no_key = json!({"project": "payments"});
+    let missing = raw_http::post_json(verifier.http, "/v1/verify", &no_key).await;
     assert_eq!(missing.json()["reason"], "missing");
 }
 
-/// Any method, either header, optional projects.
+/// Any method, either header, the projects in the query.
 async fn forward_auth_answers(setup: &Setup) {
     let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
     let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
@@ -78,7 +76,8 @@ async fn forward_auth_answers(setup: &Setup) {
         ("GET", [("Authorization", bearer.as_str())]),
         ("POST", [("X-API-Key", key.as_str())]),
     ] {
-        let reply = raw_http::request(verifier.http, method, "/forward-auth", &headers).await;
+        let path = "/forward-auth?project=payments";
+        let reply = raw_http::request(verifier.http, method, path, &headers).await;
         assert_eq!(reply.status, 200, "{method}: {}", reply.text());
         assert_eq!(reply.header("X-Keymint-Owner"), Some("alice@example.com"));
         assert_eq!(reply.header("X-Keymint-Project"), Some("payments"));
@@ -96,13 +95,18 @@ async fn forward_auth_answers(setup: &Setup) {
             .is_some_and(|c| c.contains("insufficient_scope"))
     );
     assert_eq!(forbidden.header("X-Keymint-Owner"), None);
-    let none = raw_http::get(verifier.http, "/forward-auth", &[]).await;
+    let none = raw_http::get(verifier.http, "/forward-auth?project=payments", &[]).await;
     assert_eq!(
         (none.status, none.header("WWW-Authenticate")),
         (401, Some("Bearer realm=\"keymint\""))
     );
     let wrong = format!("Bearer {}", stranger.expose());
-    let refused = raw_http::get(verifier.http, "/forward-auth", &[("Authorization", &wrong)]).await;
+    let refused = raw_http::get(
+        verifier.http,
+        "/forward-auth?project=*",
+        &[("Authorization", &wrong)],
+    )
+    .await;
     assert_eq!(refused.status, 401);
     assert!(
         refused
@@ -118,7 +122,11 @@ async fn prefixed_forward_auth_answers(setup: &Setup) {
     let (verifier, key) = (&setup.verifier, &setup.key);
     let bearer = format!("Bearer {key}");
     let path = "/forward-auth/orders/42?project=billing";
-    let reply = raw_http::get(verifier.http, path, &[("Authorization", &bearer)]).await;
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("X-Keymint-Require-Project", "payments"),
+    ];
+    let reply = raw_http::get(verifier.http, path, &headers).await;
     assert_eq!(reply.status, 200, "the client's query is not read");
     assert_eq!(reply.header("X-Keymint-Owner"), Some("alice@example.com"));
     for (required, status) in [
@@ -137,7 +145,10 @@ async fn prefixed_forward_auth_answers(setup: &Setup) {
     let refused = raw_http::get(
         verifier.http,
         "/forward-auth/x",
-        &[("Authorization", &wrong)],
+        &[
+            ("Authorization", &wrong),
+            ("X-Keymint-Require-Project", "payments"),
+        ],
     )
     .await;
     assert_eq!(refused.status, 401);
@@ -148,7 +159,9 @@ fn ext_authz_answers(setup: &Setup) {
     let (key_id, api_key_ref) = (setup.key_id.as_str(), setup.api_key_ref.as_str());
     let bearer = format!("Bearer {key}");
     let wrong = format!("Bearer {}", stranger.expose());
-    let ok = verifier.ext_authz(&json!({"headers": {"authorization": bearer}}));
+    let payments = json!({"project": "payments"});
+    let ok = verifier.ext_authz(&json!({"headers": {"authorization": bearer},
+                                        "contextExtensions": payments}));
     assert_eq!(ok["grpcCode"], 0, "{ok}");
     assert_eq!(ok["headers"]["x-keymint-owner"], "alice@example.com");
     assert_eq!(ok["headers"]["x-keymint-project"], "payments");
@@ -164,7 +177,8 @@ fn ext_authz_answers(setup: &Setup) {
         (&json!(7), &json!(403)),
         "{denied}"
     );
-    let denied = verifier.ext_authz(&json!({"headers": {"authorization": wrong}}));
+    let denied = verifier.ext_authz(&json!({"headers": {"authorization": wrong},
+                                            "contextExtensions": payments}));
     assert_eq!(
         (&denied["grpcCode"], &denied["httpStatus"]),
         (&json!(16), &json!(401)),
@@ -175,7 +189,7 @@ fn ext_authz_answers(setup: &Setup) {
             .as_str()
             .is_some_and(|c| c.contains("invalid_token"))
     );
-    let empty = verifier.ext_authz(&json!({}));
+    let empty = verifier.ext_authz(&json!({"contextExtensions": payments}));
     assert_eq!(
         (&empty["grpcCode"], &empty["httpStatus"]),
         (&json!(16), &json!(401)),
@@ -218,10 +232,11 @@ async fn verifier_refuses_keys_that_are_not_active() {
     let _operator = Operator::start(&ns.name, &[]);
     let key = active_key(&ns, &api_key("ci", "payments", "alice@example.com")).await;
     let verifier = Verifier::start(&ns).await;
-    assert_eq!(verifier.verify_json(&key, None).await["valid"], true);
+    assert_eq!(verifier.verify_json(&key, "payments").await["valid"], true);
 
     // Someone replaces the key's Secret: the ApiKey turns SecretTampered,
-    // and its key no longer verifies (nor does the look-alike in the Secret).
+    // and its key no longer verifies (nor does the look-alike in the
+    // Secret): only Active ApiKeys are indexed, so it is unknown.
     let secrets = ns.api::<k8s_openapi::api::core::v1::Secret>();
     let original = secrets.get("ci").await.expect("Secret");
     crate::support::replace_secret(&secrets, &original, true).await;
@@ -234,7 +249,7 @@ async fn verifier_refuses_keys_that_are_not_active() {
     )
     .await;
     crate::support::eventually(std::time::Duration::from_secs(5), || async {
-        verifier.verify_json(&key, None).await["reason"] == "not-active"
+        verifier.verify_json(&key, "payments").await["reason"] == "unknown"
     })
     .await;
     ns.delete().await;

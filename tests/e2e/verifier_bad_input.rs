@@ -47,16 +47,16 @@ async fn oversized_heads(http: std::net::SocketAddr) {
 async fn unreadable_credentials(http: std::net::SocketAddr, k1: &keymint::apikey::key::MintedKey) {
     let k2 = keymint::apikey::key::mint().expect("mint");
     let two = [("X-API-Key", k1.expose()), ("X-API-Key", k2.expose())];
-    let reply = raw_http::get(http, "/forward-auth", &two).await;
+    let reply = raw_http::get(http, "/forward-auth?project=p", &two).await;
     assert_eq!(reply.status, 401, "two different keys");
     assert!(
         !reply.text().contains(&k1.expose()[4..]),
         "the answer quotes no key"
     );
 
-    let non_utf8 = b"GET /forward-auth HTTP/1.0\r\nX-API-Key: kmk_\xff\xfe\xfd\r\n\r\n";
+    let non_utf8 = b"GET /forward-auth?project=p HTTP/1.0\r\nX-API-Key: kmk_\xff\xfe\xfd\r\n\r\n";
     assert_eq!(raw_http::exchange(http, non_utf8).await.status, 401);
-    let latin1 = b"GET /forward-auth HTTP/1.0\r\nAuthorization: Bearer \xe9t\xe9\r\n\r\n";
+    let latin1 = b"GET /forward-auth?project=p HTTP/1.0\r\nAuthorization: Bearer \xe9t\xe9\r\n\r\n";
     assert_eq!(raw_http::exchange(http, latin1).await.status, 401);
     let garbage = raw_http::exchange(http, b"\x16\x03\x01\x02\x00 not http\r\n\r\n").await;
     assert_eq!(garbage.status, 400);
@@ -142,7 +142,7 @@ async fn verifier_drops_slow_clients_and_keeps_answering_others() {
         slow.push(stream);
     }
     let answered = tokio::time::Instant::now();
-    let reply = raw_http::get(http, "/forward-auth", &[]).await;
+    let reply = raw_http::get(http, "/forward-auth?project=p", &[]).await;
     assert_eq!(reply.status, 401);
     assert!(
         answered.elapsed() < Duration::from_secs(1),
@@ -176,8 +176,12 @@ async fn verifier_takes_a_flood_of_random_well_formed_keys_in_bounded_memory() {
         tasks.push(tokio::spawn(async move {
             for _ in 0..1000 {
                 let key = keymint::apikey::key::mint().expect("mint");
-                let reply =
-                    raw_http::post_json(http, "/v1/verify", &json!({"key": key.expose()})).await;
+                let reply = raw_http::post_json(
+                    http,
+                    "/v1/verify",
+                    &json!({"key": key.expose(), "project": "p"}),
+                )
+                .await;
                 assert_eq!(reply.status, 200);
                 assert_eq!(reply.json()["reason"], "unknown");
             }

@@ -135,6 +135,7 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
             "--http-addr=0.0.0.0:8081",
             "--grpc-addr=0.0.0.0:9001",
             "--log-format=json",
+            "--max-staleness=30s",
             &format!("--owner-binding-policy={release}-owner-binding"),
         ]
     );

@@ -133,7 +133,10 @@ async fn refused_within_a_second_of_the_delete(
     .await;
     // Refused while the ApiKey still exists (its finalizer waits for the
     // controller): the deletionTimestamp is enough.
-    assert_eq!(verifier.verify_json(key, None).await["reason"], "revoked");
+    assert_eq!(
+        verifier.verify_json(key, "payments").await["reason"],
+        "revoked"
+    );
 }
 
 /// Expiry is the verifier's clock at request time, not the controller's.
@@ -156,7 +159,7 @@ async fn refused_from_expires_at_on(
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
     let reply = nginx.get("/", &[("Authorization", &soon_bearer)]).await;
     assert_eq!(reply.status, 401, "{}", reply.text());
-    let answer = verifier.verify_json(soon, None).await;
+    let answer = verifier.verify_json(soon, "payments").await;
     assert_eq!(answer["reason"], "expired", "{answer}");
     let phase = api
         .get("soon")

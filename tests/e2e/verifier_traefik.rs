@@ -144,7 +144,10 @@ async fn verifier_behind_traefik_refuses_a_deleted_key_within_a_second() {
     let reply = traefik.get("/", &[("Authorization", &bearer)]).await;
     assert_eq!(reply.status, 401, "{}", reply.text());
     assert_eq!(upstream.requests(), served, "a revoked key never arrives");
-    assert_eq!(verifier.verify_json(&key, None).await["reason"], "revoked");
+    assert_eq!(
+        verifier.verify_json(&key, "payments").await["reason"],
+        "revoked"
+    );
 
     // The controller finishes the deletion before the namespace goes.
     let _operator = Operator::start(&ns.name, &[]);

@@ -57,6 +57,9 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     let create_seconds = created.elapsed().as_secs_f64();
     let presented = keys.pop().ok_or("no key")?.1;
     let bearer = format!("Authorization: Bearer {presented}");
+    // A check names its project, as every gateway's must: the presented
+    // key's, so every request takes the whole path to a grant.
+    let check = format!("/forward-auth?project={}", project_of(n - 1));
 
     let list_floor = list_floor(&api).await?;
     let mut verifier = Server::verifier(&ctx.cp, &ns, "verifier")?;
@@ -72,7 +75,7 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     let mut floor = Server::floor()?;
     floor.ready().await?;
 
-    let urls = [floor.url("/forward-auth"), verifier.url("/forward-auth")];
+    let urls = [floor.url(&check), verifier.url(&check)];
     eprintln!("bench: verify: peak load, {LOAD_ROUNDS} rounds of {seconds} s each");
     let peak = Rounds::run(&urls, &bearer, Load::Peak, seconds)?;
     let half = Load::Paced(median(&peak.verifier, |r| r.rps) / 2.0);
@@ -84,7 +87,7 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     eprintln!("bench: verify: revocation lag over {} deletes", keys.len());
     let lag = revocation_lag(&api, verifier.addr, &keys).await?;
     eprintln!("bench: verify: nginx with and without auth_request");
-    let nginx = nginx::compare(verifier.addr, &bearer, seconds)?;
+    let nginx = nginx::compare(verifier.addr, &check, &bearer, seconds)?;
     floor.stop();
     verifier.stop();
 
@@ -167,6 +170,12 @@ pub(super) fn ratio(a: f64, b: f64) -> Value {
     }
 }
 
+/// The project of the `i`th key: keys come ten to an owner, owners spread
+/// over four projects.
+fn project_of(i: usize) -> String {
+    format!("proj{}", (i / 10) % 4)
+}
+
 /// Creates `n` ApiKeys and gives each an Active status with the hash of a
 /// freshly minted key; returns (name, key) of the last REVOCATIONS + 1.
 async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> {
@@ -181,7 +190,7 @@ async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> 
                 let api_key = ApiKey::new(
                     &name,
                     ApiKeySpec {
-                        project: format!("proj{}", pair % 4),
+                        project: project_of(i),
                         owner: format!("user{pair}@example.com"),
                         description: None,
                         expires_at: None,
@@ -255,7 +264,7 @@ async fn revocation_lag(
 ) -> Result<Value> {
     let mut lags = Vec::new();
     for (name, key) in keys {
-        let body = json!({ "key": key }).to_string();
+        let body = json!({ "key": key, "project": "*" }).to_string();
         let started = Instant::now();
         api.delete(name, &DeleteParams::default()).await?;
         loop {

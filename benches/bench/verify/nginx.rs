@@ -12,14 +12,20 @@ use super::ratio;
 use super::wrk::{Load, wrk};
 use crate::Result;
 use crate::cluster::REPO;
-pub(super) fn compare(verifier: SocketAddr, bearer: &str, seconds: u64) -> Result<Value> {
+/// `check` is the verifier's path and query (`/forward-auth?project=...`).
+pub(super) fn compare(
+    verifier: SocketAddr,
+    check: &str,
+    bearer: &str,
+    seconds: u64,
+) -> Result<Value> {
     let dir = Path::new(REPO).join("target/bench/nginx");
     std::fs::create_dir_all(&dir)?;
     let front = free_port()?;
     let upstream = free_port()?;
     std::fs::write(
         dir.join("nginx.conf"),
-        nginx_config(&dir, front, upstream, verifier),
+        nginx_config(&dir, front, upstream, verifier, check),
     )?;
     let mut command = Command::new("/usr/sbin/nginx");
     command
@@ -76,6 +82,7 @@ fn nginx_config(
     front: SocketAddr,
     upstream: SocketAddr,
     verifier: SocketAddr,
+    check: &str,
 ) -> String {
     let dir = dir.display();
     format!(
@@ -108,7 +115,7 @@ http {{
         }}
         location = /_keymint {{
             internal;
-            proxy_pass http://keymint_verifier/forward-auth;
+            proxy_pass http://keymint_verifier{check};
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header Connection "";

@@ -20,6 +20,7 @@ pub mod items;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::io::{AsyncBufRead, AsyncBufReadExt};
@@ -49,6 +50,19 @@ const WATCH_SECONDS: u32 = 290;
 /// connection: resume it (as kube's watcher does).
 const IDLE_MARGIN: Duration = Duration::from_secs(5);
 
+/// Signs of life of the watch that carry no event: the verifier counts them
+/// as proof that its index is current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pulse {
+    /// A watch request was answered: events flow from here on.
+    WatchStarted,
+    /// The API server sent a bookmark: nothing happened up to its version.
+    Bookmark,
+}
+
+/// Told each [`Pulse`].
+pub type OnPulse = Arc<dyn Fn(Pulse) + Send + Sync>;
+
 /// Every object of `api` as watcher events, listing again when the watch's
 /// version has expired; errors are items, for `default_backoff`.
 pub fn list_then_watch<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, Error>> + Send
@@ -58,13 +72,38 @@ where
     in_pages(api, PAGE)
 }
 
+/// [`list_then_watch`], telling `on_pulse` each [`Pulse`].
+pub fn with_pulse<K>(
+    api: Api<K>,
+    on_pulse: OnPulse,
+) -> impl Stream<Item = Result<Event<K>, Error>> + Send
+where
+    K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    from_source(Source {
+        api,
+        page: PAGE,
+        on_pulse: Some(on_pulse),
+    })
+}
+
 /// [`list_then_watch`] with pages of `page` objects (tests list in small
 /// pages to cross page boundaries).
 pub fn in_pages<K>(api: Api<K>, page: u32) -> impl Stream<Item = Result<Event<K>, Error>> + Send
 where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    let source = Source { api, page };
+    from_source(Source {
+        api,
+        page,
+        on_pulse: None,
+    })
+}
+
+fn from_source<K>(source: Source<K>) -> impl Stream<Item = Result<Event<K>, Error>> + Send
+where
+    K: Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     futures::stream::unfold((source, State::List), |(source, state)| async move {
         let (event, state) = step(&source, state).await;
         Some((event, (source, state)))
@@ -72,10 +111,20 @@ where
     .filter_map(std::future::ready)
 }
 
-/// What is listed and watched, and in pages of how many.
+/// What is listed and watched, in pages of how many, and who is told
+/// the watch's pulse.
 struct Source<K> {
     api: Api<K>,
     page: u32,
+    on_pulse: Option<OnPulse>,
+}
+
+impl<K> Source<K> {
+    fn pulse(&self, pulse: Pulse) {
+        if let Some(on_pulse) = &self.on_pulse {
+            on_pulse(pulse);
+        }
+    }
 }
 
 type Body = Pin<Box<dyn AsyncBufRead + Send>>;
@@ -132,6 +181,7 @@ where
             let params = WatchParams::default().timeout(WATCH_SECONDS);
             match source.api.watch(&params, &version).await {
                 Ok(events) => {
+                    source.pulse(Pulse::WatchStarted);
                     let events = events.boxed();
                     (None, State::Watching { version, events })
                 }
@@ -150,6 +200,9 @@ where
                 .await
                 .ok()
                 .flatten();
+            if let Some(Ok(WatchEvent::Bookmark(_))) = &next {
+                source.pulse(Pulse::Bookmark);
+            }
             watched(next, version, events)
         }
     }

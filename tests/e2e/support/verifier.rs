@@ -30,20 +30,60 @@ pub struct Verifier {
     pub grpc: SocketAddr,
 }
 
+/// How a test starts the verifier, beyond the defaults.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Further command-line arguments.
+    pub args: &'a [&'a str],
+    /// Further environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// The API server address its kubeconfig names instead of the real
+    /// one (a proxy the test controls; TLS passes through it).
+    pub api_server: Option<SocketAddr>,
+    /// Return once it serves, without waiting for `/readyz`.
+    pub unready: bool,
+}
+
+/// The real API server's address, from the admin kubeconfig.
+pub fn api_server() -> SocketAddr {
+    let admin = std::fs::read_to_string(control_plane().kubeconfig()).expect("kubeconfig");
+    let kubeconfig: Value = serde_norway::from_str(&admin).expect("kubeconfig YAML");
+    let server = kubeconfig["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .expect("a server URL");
+    server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the server is an IP address and port")
+}
+
 impl Verifier {
     /// Grants the verifier's account list/watch on the ApiKeys of `ns`,
-    /// starts `keymint verifier` watching `ns` on free loopback ports
-    /// (without the owner binding: `--allow-unbound-owners`), and waits
-    /// until `/readyz` says its index is synced.
+    /// starts `keymint verifier` watching `ns` on free loopback ports, and
+    /// waits until `/readyz` says its index is synced.
     pub async fn start(ns: &TestNamespace) -> Verifier {
-        Self::start_with(ns, &[]).await
+        Verifier::launch(ns, Launch::default()).await
     }
 
     /// As [`Verifier::start`], with `extra` flags.
     pub async fn start_with(ns: &TestNamespace, extra: &[&str]) -> Verifier {
-        let mut verifier = Self::spawn(ns, extra).await;
+        let launch = Launch {
+            args: extra,
+            ..Launch::default()
+        };
+        Verifier::launch(ns, launch).await
+    }
+
+    /// [`Verifier::start`] as `launch` says.
+    pub async fn launch(ns: &TestNamespace, launch: Launch<'_>) -> Verifier {
+        let unready = launch.unready;
+        let mut verifier = Verifier::spawn_as(ns, launch).await;
         verifier.http = verifier.logged_addr("serving HTTP").await;
         verifier.grpc = verifier.logged_addr("serving gRPC").await;
+        if unready {
+            return verifier;
+        }
         let http = verifier.http;
         eventually(Duration::from_secs(20), || async move {
             raw_http::get(http, "/readyz", &[]).await.status == 200
@@ -52,9 +92,20 @@ impl Verifier {
         verifier
     }
 
-    /// Starts the process and returns at once (its addresses unknown): for
-    /// tests of a verifier that refuses to start.
+    /// Starts the process with `extra` flags and returns at once (its
+    /// addresses unknown): for tests of a verifier that refuses to start.
     pub async fn spawn(ns: &TestNamespace, extra: &[&str]) -> Verifier {
+        let launch = Launch {
+            args: extra,
+            ..Launch::default()
+        };
+        Verifier::spawn_as(ns, launch).await
+    }
+
+    /// Starts the process as `launch` says and returns at once. Without the
+    /// chart's owner binding in the test cluster, it runs with
+    /// `--allow-unbound-owners` unless the test names a policy.
+    async fn spawn_as(ns: &TestNamespace, launch: Launch<'_>) -> Verifier {
         grant_list_watch(&ns.client, &ns.name).await;
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let dir = control_plane()
@@ -69,14 +120,18 @@ impl Verifier {
         command
             .args(["verifier", "--watch-namespace", &ns.name])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig(&dir, &ns.name))
+            .args(launch.args)
+            .env(
+                "KUBECONFIG",
+                kubeconfig(&dir, &ns.name, n, launch.api_server),
+            )
             .env("RUST_LOG", "keymint=debug,kube=info")
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         crate::support::dies_with_the_test(&mut command);
-        if !super::operator::names_owner_binding(extra) {
+        if !super::operator::names_owner_binding(launch.args) {
             command.arg("--allow-unbound-owners");
         }
         let child = command.spawn().expect("start keymint verifier");
@@ -132,12 +187,10 @@ impl Verifier {
             .expect("VmRSS")
     }
 
-    /// `POST /v1/verify` with `key` (and `project`): the JSON answer.
-    pub async fn verify_json(&self, key: &str, project: Option<&str>) -> Value {
-        let mut body = serde_json::json!({ "key": key });
-        if let Some(project) = project {
-            body["project"] = Value::String(project.into());
-        }
+    /// `POST /v1/verify` with `key` for `project` (`*` for any): the JSON
+    /// answer.
+    pub async fn verify_json(&self, key: &str, project: &str) -> Value {
+        let body = serde_json::json!({ "key": key, "project": project });
         let reply = raw_http::post_json(self.http, "/v1/verify", &body).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         reply.json()
@@ -307,8 +360,9 @@ async fn may_list_api_keys(
         .is_some_and(|s| s.allowed)
 }
 
-/// The admin kubeconfig, impersonating the verifier's account.
-fn kubeconfig(dir: &Path, namespace: &str) -> PathBuf {
+/// The admin kubeconfig, impersonating the verifier's account (the `n`th
+/// verifier started), with `api_server` for the server's address if given.
+fn kubeconfig(dir: &Path, namespace: &str, n: usize, api_server: Option<SocketAddr>) -> PathBuf {
     let (user, groups) = identity(namespace);
     let admin = std::fs::read_to_string(control_plane().kubeconfig()).expect("kubeconfig");
     let mut kubeconfig: Value = serde_norway::from_str(&admin).expect("kubeconfig YAML");
@@ -317,7 +371,12 @@ fn kubeconfig(dir: &Path, namespace: &str) -> PathBuf {
         entry["user"]["as-groups"] =
             Value::Array(groups.iter().cloned().map(Value::String).collect());
     }
-    let path = dir.join(format!("{namespace}-verifier.kubeconfig"));
+    if let Some(addr) = api_server {
+        for entry in kubeconfig["clusters"].as_array_mut().expect("clusters") {
+            entry["cluster"]["server"] = Value::String(format!("https://{addr}"));
+        }
+    }
+    let path = dir.join(format!("{namespace}-verifier-{n}.kubeconfig"));
     std::fs::write(&path, serde_norway::to_string(&kubeconfig).expect("YAML"))
         .expect("write kubeconfig");
     path

@@ -12,7 +12,7 @@ use crate::apikey::ApiKey;
 use crate::apikey::key::{self, MintedKey};
 use crate::apikey::provenance::{self, SealKey};
 
-/// Data key that holds the key, as DESIGN.md names it.
+/// Data key that holds the key: what workloads read.
 pub const DATA_KEY: &str = "api-key";
 /// Secret type: says what the Secret is to anyone listing Secrets.
 pub const SECRET_TYPE: &str = "keymint.dev/api-key";

@@ -20,7 +20,7 @@ CONTAINER_ENGINE ?= podman
 IMAGE_CONTEXT := target/image
 LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 
-.PHONY: help build install test unit-test e2e-test lint fmt crds controlplane tools readiness extauthz traefik static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
+.PHONY: help build install test prereqs unit-test e2e-test lint fmt crds controlplane tools readiness extauthz traefik static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,11 +34,16 @@ install: ## install keymint and the kubectl plugin (kubectl-keymint, a symlink) 
 	$(CARGO) install --locked --path . --root $(PREFIX)
 	ln -sf keymint $(PREFIX)/bin/kubectl-keymint
 
-test: controlplane tools readiness extauthz traefik static ## unit tests and end-to-end tests against a real local control plane
+test: prereqs controlplane tools readiness extauthz traefik static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
 
 SMALL_BIN := target/release-small/keymint
+
+# What the tests run that neither cargo nor go can build: stop at once with
+# the command that installs it, not in the middle of a test.
+prereqs:
+	@test -x /usr/sbin/nginx -o -x /usr/bin/nginx || { echo "make test needs nginx (the real client of forward-auth): apt-get install nginx-light   (bash .ci/run installs it)" >&2; exit 1; }
 
 bench: controlplane tools ## benchmarks (release build, own control plane, ~15-25 min): table + target/bench/results.json; then the size build's mint, restart and verify: target/bench/results-small.json
 	$(CARGO) build --release

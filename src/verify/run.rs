@@ -13,6 +13,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::apikey::GuardedApiKey;
+use crate::owner_binding::OwnerBindingError;
 use crate::verify::credential::Credential;
 use crate::verify::decision::{self, Verdict};
 use crate::verify::freshness::{self, Freshness};
@@ -27,6 +28,12 @@ use crate::verify::{feed, http, listener};
 /// only when configured to; keys need neither).
 const MAX_GRPC_MESSAGE: usize = 256 * 1024;
 
+/// How long one owner-binding check may take while the API server is out
+/// of reach (a black-holed connection never fails by itself), and how long
+/// to wait before the next.
+const GATE_ATTEMPT: Duration = Duration::from_secs(10);
+const GATE_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Error)]
 pub enum VerifierError {
     #[error(
@@ -40,7 +47,9 @@ pub enum VerifierError {
     )]
     ListApiKeys(#[source] kube::Error),
     #[error(transparent)]
-    OwnerBinding(#[from] crate::owner_binding::OwnerBindingError),
+    OwnerBinding(#[from] OwnerBindingError),
+    #[error("the owner-binding check stopped unexpectedly: {0}")]
+    Gate(#[source] tokio::task::JoinError),
     #[error("cannot serve HTTP on --http-addr: {0}")]
     Http(#[source] std::io::Error),
     #[error("cannot serve gRPC on --grpc-addr: {0}")]
@@ -127,13 +136,6 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         options.max_staleness,
         options.default_project.clone(),
     ));
-    crate::owner_binding::gate(
-        &client,
-        &options.owner_binding,
-        &shared.metrics.owner_binding_enforced,
-    )
-    .await?;
-
     let http_listener = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(VerifierError::Http)?;
@@ -151,7 +153,12 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         "keymint verifier starting"
     );
 
-    let watch = tokio::spawn(feed::feed(api_keys.clone(), shared.clone()));
+    let mut watch = tokio::spawn(gate_then_feed(
+        client,
+        options.owner_binding.clone(),
+        api_keys.clone(),
+        shared.clone(),
+    ));
     let probes = tokio::spawn(probe_while_watching(api_keys, shared.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
     let shutdown = crate::runtime::signal::shutdown_signal("finishing in-flight requests").shared();
@@ -171,12 +178,53 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             shutdown,
         );
-    let (_, grpc) = tokio::join!(http, grpc);
+    let servers = async { tokio::join!(http, grpc) };
+    let (_, grpc) = tokio::select! {
+        servers = servers => servers,
+        // Only a refusal by the owner binding ends the watch task.
+        gated = &mut watch => return match gated {
+            Ok(refused) => refused,
+            Err(e) => Err(VerifierError::Gate(e)),
+        },
+    };
     watch.abort();
     probes.abort();
     ticker.abort();
     grpc.map_err(VerifierError::GrpcServer)?;
     info!("keymint verifier stopped");
+    Ok(())
+}
+
+/// The owner binding is judged before anything is indexed, so nothing
+/// verifies until it has been: a verifier started while the API server is
+/// out of reach answers 503 meanwhile, and stops with the reason if the
+/// binding turns out not to be enforced (or cannot be read: RBAC). Returns
+/// only on that refusal; the feed runs for as long as the verifier does.
+async fn gate_then_feed(
+    client: Client,
+    options: crate::owner_binding::OwnerBindingOptions,
+    api_keys: Api<GuardedApiKey>,
+    shared: Arc<Shared>,
+) -> Result<(), VerifierError> {
+    let enforced = &shared.metrics.owner_binding_enforced;
+    loop {
+        let attempt = crate::owner_binding::gate(&client, &options, enforced);
+        match tokio::time::timeout(GATE_ATTEMPT, attempt).await {
+            Ok(Ok(())) => break,
+            Ok(Err(OwnerBindingError::Read {
+                source: source @ (kube::Error::HyperError(_) | kube::Error::Service(_)),
+                ..
+            })) => {
+                warn!(error = %source, "cannot reach the API server to check the owner binding; answering 503 meanwhile")
+            }
+            Ok(Err(refused)) => return Err(refused.into()),
+            Err(_) => warn!(
+                "the API server did not answer the owner-binding check in time; answering 503 meanwhile"
+            ),
+        }
+        tokio::time::sleep(GATE_RETRY).await;
+    }
+    feed::feed(api_keys, shared).await;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ pub mod api_error;
 pub mod apikey;
 pub mod audit;
 pub mod configmap;
+pub mod crds;
 pub mod digest;
 pub mod duration;
 pub mod grant;

@@ -671,6 +671,21 @@ pub fn dies_with_the_test(command: &mut Command) {
     }
 }
 
+/// Waits up to `timeout` for `child` to exit: its exit code (None if it
+/// still runs, or was killed by a signal).
+pub async fn exit_code(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `status` (a request through a proxy) answers 401; fails if
 /// that takes a second or more from now.
 pub async fn refused_within_a_second<F, Fut>(status: F)

@@ -142,17 +142,7 @@ impl Operator {
     /// Waits up to `timeout` for the process to exit: its exit code (None
     /// if it still runs, or was killed by a signal).
     pub async fn exit_code(&mut self, timeout: std::time::Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        super::exit_code(self.child.as_mut()?, timeout).await
     }
 
     /// Whether the process is still running.

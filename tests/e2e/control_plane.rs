@@ -6,9 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use keymint::apikey::ApiKey;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
 
+use crate::support::access::grant_edit;
 use crate::support::{EXTERNAL_CLUSTER_ENV, TestNamespace, control_plane};
 
 #[tokio::test]
@@ -45,6 +48,52 @@ async fn impersonated_user_is_subject_to_rbac() {
             .contains(&format!("system:serviceaccount:{}:keymint", ns.name)),
         "{err}"
     );
+    ns.delete().await;
+}
+
+/// The built-in `edit` role is the real one (the control plane aggregates
+/// it): bound in one namespace it lets a tenant write Secrets there, read
+/// none elsewhere, and never write an ApiKey's status.
+#[tokio::test]
+async fn the_builtin_edit_role_is_aggregated_and_namespaced() {
+    const TENANT: &str = "erin@example.com";
+    let ns = TestNamespace::new("edit").await;
+    let other = TestNamespace::new("edit-other").await;
+    grant_edit(&ns.client, &ns.name, TENANT).await;
+    let tenant = control_plane().as_user(TENANT, &[]).await;
+
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "mine"}})).expect("a Secret");
+    Api::<Secret>::namespaced(tenant.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("edit creates a Secret in its namespace");
+    other
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("admin creates a Secret next door");
+    let err = Api::<Secret>::namespaced(tenant.clone(), &other.name)
+        .get("mine")
+        .await
+        .expect_err("edit in one namespace reads no Secret in another");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    let err = Api::<ApiKey>::namespaced(tenant, &ns.name)
+        .patch_status(
+            "any",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"keyId": "km_forged"}})),
+        )
+        .await
+        .expect_err("edit never writes an ApiKey's status");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    other.delete().await;
     ns.delete().await;
 }
 

@@ -384,8 +384,7 @@ async fn install_verifier_reader(ns: &TestNamespace, release: &str) -> Vec<Value
 
 /// The chart's owner binding bound to this namespace, alice and mallory
 /// granted the chart's ApiKey edit role, mallory the built-in `edit` role
-/// too (and, as this control plane may not aggregate that role's rules, a
-/// Role for the ConfigMaps it grants).
+/// too.
 struct Peers {
     installed: Vec<Value>,
     alice: Api<ApiKey>,
@@ -420,23 +419,15 @@ impl Peers {
         for object in &installed {
             create(&ns.client, object, &ns.name).await;
         }
-        let configmaps = json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "configmaps", "namespace": ns.name},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                "verbs": ["get", "list", "create", "update", "patch", "delete"]}],
-        });
-        create(&ns.client, &configmaps, &ns.name).await;
-        for (user, kind, role) in [
-            (ALICE, "ClusterRole", edit.as_str()),
-            (MALLORY, "ClusterRole", edit.as_str()),
-            (MALLORY, "ClusterRole", "edit"),
-            (MALLORY, "Role", "configmaps"),
+        for (user, role) in [
+            (ALICE, edit.as_str()),
+            (MALLORY, edit.as_str()),
+            (MALLORY, "edit"),
         ] {
             let binding = json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"generateName": "peers-", "namespace": ns.name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
             });
             create(&ns.client, &binding, &ns.name).await;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use keymint::apikey::{ApiKey, Phase, key};
 use keymint::people::error::{API_KEYS, Call, PeopleError};
 
+use crate::support::access::{Check, may};
 use crate::support::operator::Operator;
 use crate::support::{TestNamespace, api_key, chart, control_plane, eventually, wait_for_phase};
 
@@ -105,22 +106,13 @@ async fn grant_people(ns: &TestNamespace, with_owner_binding: bool) -> Grants {
         .create(&PostParams::default(), &role)
         .await
         .expect("create the edit ClusterRole");
-    // People read their key from its Secret: the built-in edit role has
-    // that; this control plane does not aggregate roles, so a Role says it.
-    let read_secrets: Role = serde_json::from_value(json!({
-        "metadata": {"name": "read-secrets"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
-    }))
-    .expect("role");
-    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &read_secrets)
-        .await
-        .expect("create the read-secrets Role");
+    // People read their key from its Secret: the built-in edit role gives
+    // them that, as a tenant has it.
     for user in [ALICE, BOB] {
-        for (kind, role) in [("ClusterRole", edit.as_str()), ("Role", "read-secrets")] {
+        for role in [edit.as_str(), "edit"] {
             let binding: RoleBinding = serde_json::from_value(json!({
                 "metadata": {"generateName": "people-"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
             }))
             .expect("binding");
@@ -130,9 +122,12 @@ async fn grant_people(ns: &TestNamespace, with_owner_binding: bool) -> Grants {
                 .expect("create a RoleBinding");
         }
     }
-    let alice: Api<ApiKey> = Api::namespaced(control_plane().as_user(ALICE, &[]).await, &ns.name);
+    let alice_client = control_plane().as_user(ALICE, &[]).await;
+    let alice: Api<ApiKey> = Api::namespaced(alice_client.clone(), &ns.name);
+    let alice_secrets: Api<Secret> = Api::namespaced(alice_client, &ns.name);
     eventually(Duration::from_secs(30), || async {
         alice.list(&ListParams::default()).await.is_ok()
+            && alice_secrets.get_opt("probe").await.is_ok()
     })
     .await;
     let policy = match with_owner_binding {
@@ -208,7 +203,10 @@ async fn key_in_secret(ns: &TestNamespace, name: &str) -> String {
 async fn alice_creates_and_lists_her_key_and_bob_cannot_delete_it() {
     let ns = TestNamespace::new("people").await;
     let grants = grant_people(&ns, true).await;
-    let _operator = Operator::start(&ns.name, &[]);
+    // keymint keeps its audit stream in its own namespace, where tenants
+    // hold no `edit`: here, one next to alice's.
+    let audit_ns = audit_namespace_for_operator_of(&ns).await;
+    let _operator = Operator::start(&ns.name, &["--audit-namespace", &audit_ns.name]);
     let n = ns.name.as_str();
 
     let created = keymint(&[
@@ -297,7 +295,7 @@ async fn alice_creates_and_lists_her_key_and_bob_cannot_delete_it() {
 
     // describe: the audit stream is keymint's; alice may not read it, an
     // admin may.
-    let audit = ["--audit-namespace", n];
+    let audit = ["--audit-namespace", audit_ns.name.as_str()];
     let hers = keymint(
         &[
             &["describe", "ci-deploy", "-n", n, "--as", ALICE][..],
@@ -345,7 +343,7 @@ async fn alice_creates_and_lists_her_key_and_bob_cannot_delete_it() {
 
     // The policy still bound, deleting the namespace deletes dave's key:
     // the namespace controller is not the owner, and passes. (The namespace
-    // holds this operator's audit stream, so it may not finish here.)
+    // holds this operator's quota ledgers, so it may not finish here.)
     Api::<Namespace>::all(ns.client.clone())
         .delete(n, &DeleteParams::default())
         .await
@@ -358,6 +356,43 @@ async fn alice_creates_and_lists_her_key_and_bob_cannot_delete_it() {
     })
     .await;
     grants.remove(&ns.client).await;
+    audit_ns.delete().await;
+}
+
+/// A namespace for the audit stream of the operator of `ns`, with the
+/// chart's ConfigMap rights there for that operator's ServiceAccount.
+async fn audit_namespace_for_operator_of(ns: &TestNamespace) -> TestNamespace {
+    let audit_ns = TestNamespace::new("people-audit").await;
+    let release = chart::operator_release(&ns.name);
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": release},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                   "verbs": ["get", "list", "create", "update", "delete"]}],
+    }))
+    .expect("role");
+    audit_ns
+        .api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create the audit Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": release},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": release},
+        "subjects": [{"kind": "ServiceAccount", "name": release, "namespace": ns.name}],
+    }))
+    .expect("binding");
+    audit_ns
+        .api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the audit RoleBinding");
+    let (user, groups) = chart::operator_identity(&ns.name);
+    let write = Check::new("create", "", "configmaps", Some(&audit_ns.name));
+    eventually(Duration::from_secs(30), || async {
+        may(&ns.client, &user, &groups, &write).await
+    })
+    .await;
+    audit_ns
 }
 
 #[tokio::test]

@@ -210,8 +210,9 @@ async fn a_namespace_creator_gets_no_project_by_its_name_or_an_annotation() {
 /// A tenant with the built-in `edit` role and the chart's ApiKey roles in
 /// their namespace may read the namespace's grant but never write one; the
 /// chart's project-granter role may. No chart role that aggregates into the
-/// built-in roles grants a write on grants (checked on the rendering: this
-/// control plane does not aggregate roles).
+/// built-in roles grants a write on grants (checked on the rendering:
+/// installing roles that aggregate would change `edit` for every other test
+/// in the run).
 #[tokio::test]
 async fn a_tenant_with_edit_cannot_write_a_project_grant() {
     let ns = TestNamespace::with_projects("grantrbac", &["payments"]).await;

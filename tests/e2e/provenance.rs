@@ -11,88 +11,25 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use keymint::apikey::{ApiKey, ApiKeyStatus, Phase};
 
-use crate::support::access::{Check, may};
+use crate::support::access::grant_edit;
+use crate::support::chart::grant_apikey_edit;
 use crate::support::operator::Operator;
 use crate::support::{TestNamespace, api_key, control_plane, eventually, wait_for_phase};
 
 const MALLORY: &str = "mallory@example.com";
 
-/// A client for mallory, who may do in `ns` what the built-in `edit` role
-/// lets a tenant do with Secrets, and with ApiKeys what the chart's user
-/// role aggregates into `edit` — nothing else. (This control plane does not
-/// aggregate roles, so a Role says it.)
+/// A client for mallory, bound in `ns` to the built-in `edit` role and the
+/// chart's ApiKey edit role (what the chart aggregates into `edit`) —
+/// nothing else.
 async fn mallory(ns: &TestNamespace) -> Client {
-    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let all = strings(&[
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-        "deletecollection",
-    ]);
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("tenant-edit".into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(strings(&[""])),
-                resources: Some(strings(&["secrets"])),
-                verbs: all.clone(),
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(strings(&["keymint.dev"])),
-                resources: Some(strings(&["apikeys"])),
-                verbs: all,
-                ..PolicyRule::default()
-            },
-        ]),
-    };
-    ns.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create the tenant's Role");
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("mallory".into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "tenant-edit".into(),
-        },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "User".into(),
-            name: MALLORY.into(),
-            ..Subject::default()
-        }]),
-    };
-    ns.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind mallory");
-    let groups = ["system:authenticated".to_string()];
-    eventually(Duration::from_secs(30), || async {
-        let secrets = Check::new("create", "", "secrets", Some(&ns.name));
-        let keys = Check::new("create", "keymint.dev", "apikeys", Some(&ns.name));
-        may(&ns.client, MALLORY, &groups, &secrets).await
-            && may(&ns.client, MALLORY, &groups, &keys).await
-    })
-    .await;
+    grant_edit(&ns.client, &ns.name, MALLORY).await;
+    grant_apikey_edit(&ns.client, &ns.name, MALLORY).await;
     control_plane().as_user(MALLORY, &[]).await
 }
 

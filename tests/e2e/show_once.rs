@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keymint::apikey::{ApiKey, Phase};
 use keymint::audit::Action;
 use keymint::audit::store::Segments;
@@ -17,6 +16,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 
+use crate::support::access::grant_edit;
 use crate::support::operator::Operator;
 use crate::support::verifier::Verifier;
 use crate::support::{
@@ -255,46 +255,15 @@ async fn keymint_create_show_once_prints_the_key_and_leaves_it_nowhere() {
     ns.delete().await;
 }
 
-/// The rule the built-in `edit` ClusterRole grants on Secrets. This control
-/// plane runs no role-aggregation controller, so `edit` itself is empty
-/// here: a Role with the same rule stands in for it.
-async fn grant_edit_on_secrets(ns: &TestNamespace, user: &str) {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "edit-secrets"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                   "verbs": ["create", "delete", "deletecollection", "patch", "update",
-                             "get", "list", "watch"]}],
-    }))
-    .expect("role");
-    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create the Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "edit-secrets"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "edit-secrets"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create the RoleBinding");
-}
-
 #[tokio::test]
 async fn a_finalizer_on_the_show_once_secret_keeps_the_key_from_being_printed() {
     const PEER: &str = "mallory@example.com";
     const HOLD: &str = "example.com/hold";
     let ns = TestNamespace::new("show-once-held").await;
     let api: Api<ApiKey> = ns.api();
-    grant_edit_on_secrets(&ns, PEER).await;
+    grant_edit(&ns.client, &ns.name, PEER).await;
     let _operator = Operator::start(&ns.name, &[]);
     let peer: Api<Secret> = Api::namespaced(control_plane().as_user(PEER, &[]).await, &ns.name);
-    eventually(Duration::from_secs(30), || async {
-        peer.get_opt("probe").await.is_ok()
-    })
-    .await;
 
     // The namespace peer holds the show-once Secret as soon as it appears.
     let holder = tokio::spawn(async move {

@@ -197,7 +197,10 @@ func (cp *controlPlane) start(withControllerManager bool, stop <-chan string) (s
 	if withControllerManager {
 		kcmArgs := []string{
 			"--kubeconfig=" + kubeconfig,
-			"--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller",
+			// The built-in edit, admin and view ClusterRoles are aggregated
+			// roles, empty until this controller fills them; the attack tests
+			// bind tenants to the real `edit`.
+			"--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller",
 			"--use-service-account-credentials=true",
 			"--service-account-private-key-file=" + pki.saKey,
 			"--root-ca-file=" + pki.caCert,

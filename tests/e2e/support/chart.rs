@@ -11,11 +11,12 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{REPO, eventually};
 
@@ -161,6 +162,50 @@ async fn allowed(
         .ok()
         .and_then(|r| r.status)
         .is_some_and(|s| s.allowed)
+}
+
+/// Gives `user` in `namespace` the chart's ApiKey edit role — the rules the
+/// chart aggregates into the built-in `edit` — as a Role in that namespace
+/// with the rendered rules, and waits until the authorizer applies it.
+/// Aggregating it for real would change what `edit` means for every other
+/// test in the run.
+pub async fn grant_apikey_edit(client: &Client, namespace: &str, user: &str) {
+    let release = "keymint-tenant";
+    let edit = format!("{release}-edit");
+    let rules = render(
+        release,
+        namespace,
+        &["--set", "rbac.aggregateToDefaultRoles=false"],
+    )
+    .into_iter()
+    .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == edit.as_str())
+    .unwrap_or_else(|| panic!("no ClusterRole {edit} in the chart"))["rules"]
+        .clone();
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"generateName": "keymint-edit-"},
+        "rules": rules,
+    }))
+    .expect("a Role");
+    let role = Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap_or_else(|e| panic!("create the chart's ApiKey edit Role in {namespace}: {e}"));
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"generateName": "keymint-edit-"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("a RoleBinding");
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|e| panic!("bind {user} to the ApiKey edit Role in {namespace}: {e}"));
+    let groups = ["system:authenticated".to_string()];
+    let keys = super::access::Check::new("create", "keymint.dev", "apikeys", Some(namespace));
+    eventually(Duration::from_secs(30), || async {
+        super::access::may(client, user, &groups, &keys).await
+    })
+    .await;
 }
 
 fn api_for(client: &Client, object: &Value, namespace: &str) -> Api<DynamicObject> {

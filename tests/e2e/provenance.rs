@@ -16,6 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use keymint::apikey::{ApiKey, ApiKeyStatus, Phase};
+use keymint::runtime::seal_key::SECRET_NAME as SEAL_KEY_SECRET;
 
 use crate::support::access::grant_edit;
 use crate::support::chart::grant_apikey_edit;
@@ -104,7 +105,7 @@ async fn a_planted_secret_is_a_conflict_and_takes_no_slot() {
     let ns = TestNamespace::new("planted").await;
     let tenant = mallory(&ns).await;
     let keys: Api<ApiKey> = Api::namespaced(tenant.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(tenant, &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(tenant.clone(), &ns.name);
 
     // No operator yet: the tenant has all the time they need.
     let created = keys
@@ -135,9 +136,26 @@ async fn a_planted_secret_is_a_conflict_and_takes_no_slot() {
 
     // One key per owner and project: a planted key that took the slot
     // would leave none for the next.
-    let _operator = Operator::start(&ns.name, &["--max-keys-per-owner", "1"]);
+    // keymint in a namespace of its own, as in production: its seal key is
+    // out of the tenant's reach, so the seal cannot be forged.
+    let home = TestNamespace::ungranted("planted-keymint").await;
+    let _operator = Operator::start_apart(&home.name, &ns.name, &["--max-keys-per-owner", "1"]);
     let judged = wait_for_phase(&keys, "chosen", Phase::Conflict, Duration::from_secs(30)).await;
     assert_conflict_records_nothing(&judged);
+    let theirs: Api<Secret> = Api::namespaced(tenant, &home.name);
+    let refused = theirs.get(SEAL_KEY_SECRET).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403),
+        "a tenant with edit must not read keymint's seal key: {refused:?}"
+    );
+    assert!(
+        Api::<Secret>::namespaced(home.client.clone(), &home.name)
+            .get_opt(SEAL_KEY_SECRET)
+            .await
+            .expect("get the seal key as admin")
+            .is_some(),
+        "keymint keeps its seal key at home"
+    );
 
     keys.create(
         &PostParams::default(),
@@ -161,6 +179,7 @@ async fn a_planted_secret_is_a_conflict_and_takes_no_slot() {
         .expect("the Secret is still there");
     assert_eq!(after.resource_version(), planted.resource_version());
     ns.delete().await;
+    home.delete().await;
 }
 
 #[tokio::test]

@@ -273,7 +273,7 @@ impl TestNamespace {
             .expect("grant the test namespace its projects");
     }
 
-    async fn ungranted(prefix: &str) -> TestNamespace {
+    pub async fn ungranted(prefix: &str) -> TestNamespace {
         let client = control_plane().admin().await;
         install_crd(&client).await;
         let suffix: u32 = rand::random();

@@ -29,7 +29,24 @@ impl Operator {
         Self::start_with(namespace, extra, false)
     }
 
+    /// As production runs it: keymint in a namespace of its own (`home`:
+    /// its seal key, quota ledgers and audit stream), watching the tenants'
+    /// `watched`, as cluster admin (the chart's RBAC is tested elsewhere).
+    /// A tenant of `watched` reaches nothing in `home`.
+    pub fn start_apart(home: &str, watched: &str, extra: &[&str]) -> Operator {
+        Self::start_in(home, watched, extra, false)
+    }
+
     fn start_with(namespace: &str, extra: &[&str], as_chart_service_account: bool) -> Operator {
+        Self::start_in(namespace, namespace, extra, as_chart_service_account)
+    }
+
+    fn start_in(
+        namespace: &str,
+        watched: &str,
+        extra: &[&str],
+        as_chart_service_account: bool,
+    ) -> Operator {
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let dir = control_plane()
             .kubeconfig()
@@ -45,7 +62,7 @@ impl Operator {
             "--namespace",
             namespace,
             "--watch-namespace",
-            namespace,
+            watched,
         ]);
         // Test defaults, unless `extra` sets the same flag: quick
         // verification and retries; a free port; no leader election, so that

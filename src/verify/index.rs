@@ -517,10 +517,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// An ApiKey of `phase` whose status carries `hash` (and `key_id`), as
-    /// anyone allowed to write the status subresource could make it.
-    fn api_key_with(phase: Option<Phase>, hash: &str, deleting: bool) -> ApiKey {
-        let mut api_key = ApiKey::new(
+    /// An ApiKey with no status: never minted.
+    fn bare_api_key() -> ApiKey {
+        ApiKey::new(
             "k",
             crate::apikey::ApiKeySpec {
                 project: "p".into(),
@@ -531,7 +530,13 @@ pub(crate) mod tests {
                 secret_template: None,
                 show_once: None,
             },
-        );
+        )
+    }
+
+    /// An ApiKey of `phase` whose status carries `hash` (and `key_id`), as
+    /// anyone allowed to write the status subresource could make it.
+    fn api_key_with(phase: Option<Phase>, hash: &str, deleting: bool) -> ApiKey {
+        let mut api_key = bare_api_key();
         api_key.status = Some(crate::apikey::ApiKeyStatus {
             phase,
             key_hash: Some(hash.into()),
@@ -568,19 +573,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_api_key_without_a_hash_is_not_indexed() {
-        let api_key = ApiKey::new(
-            "k",
-            crate::apikey::ApiKeySpec {
-                project: "p".into(),
-                owner: "o".into(),
-                description: None,
-                expires_at: None,
-                secret_name: None,
-                secret_template: None,
-                show_once: None,
-            },
-        );
-        assert_eq!(project(&api_key), None);
+        assert_eq!(project(&bare_api_key()), None);
     }
 
     /// Only an Active ApiKey claims a hash: one in any other phase (say,

@@ -28,8 +28,9 @@ use std::cmp::Ordering;
 
 use crate::audit::entry::hash_line;
 use crate::audit::finding::{Anchor, Finding, FindingKind, Summary};
+use crate::audit::seal::Keyring;
 use crate::audit::segment::{lines, parse_line};
-use crate::audit::{Entry, GENESIS, Head};
+use crate::audit::{Action, Entry, GENESIS, Head};
 
 /// Verifies a stream given as its segments in order (oldest first), each as
 /// `(segment name, content)`; empty segments are allowed. Returns a summary,
@@ -39,24 +40,37 @@ pub fn verify(segments: &[(String, String)]) -> Result<Summary, Finding> {
     Stream::read(segments).verify()
 }
 
-/// [`verify`], and also that the stream still holds `checkpoint` (a head
-/// recorded earlier, e.g. [`Summary::head`]): catches what the chain alone
-/// cannot, an edit of the last entry or removal of the newest entries.
-/// Entries appended after the checkpoint are fine; a checkpoint older than
-/// the oldest kept entry (pruned since) cannot be compared and is accepted.
+/// [`verify`], and also that every pruned entry (and entry 1, if sealed)
+/// carries keymint's seal (`seal`), and that the stream still holds
+/// `checkpoint` (a head recorded earlier, e.g. [`Summary::head`]): catches
+/// what the chain alone cannot, an edit of the last entry, removal of the
+/// newest entries, and a forged pruning. Entries appended after the
+/// checkpoint are fine; a checkpoint older than the oldest kept entry is
+/// accepted only when a sealed pruning vouches for the gap. A stream that
+/// started over since the checkpoint is reported as such.
+///
+/// Without the key (`keyring` unreadable) the seals cannot be checked: a
+/// stream that starts with entry 1 still verifies, one that relies on a
+/// pruning does not.
 pub fn verify_with_checkpoint(
     segments: &[(String, String)],
     checkpoint: &Head,
+    keyring: &Keyring,
 ) -> Result<Summary, Finding> {
     let stream = Stream::read(segments);
     let summary = stream.verify()?;
+    stream.authenticate(&summary, keyring)?;
     if checkpoint.seq == 0 {
         return Ok(summary);
     }
-    if let Some(item) = stream.items().find(|i| i.entry.seq == checkpoint.seq) {
-        if item.hash == checkpoint.hash {
-            return Ok(summary);
-        }
+    let found = stream.items().find(|i| i.entry.seq == checkpoint.seq);
+    if found.is_some_and(|item| item.hash == checkpoint.hash) {
+        return Ok(summary);
+    }
+    if let Some(start) = stream.started() {
+        return Err(stream.started_over(start, checkpoint, found.is_some()));
+    }
+    if let Some(item) = found {
         return Err(stream.finding(
             item,
             FindingKind::Modified,
@@ -257,6 +271,71 @@ impl<'a> Stream<'a> {
             head: before.map_or_else(Head::genesis, Item::head),
             anchor,
         })
+    }
+
+    /// Every pruned entry carries keymint's seal, and so does entry 1 if it
+    /// claims one (a stream keymint started); without the key, the stream
+    /// must not rely on a pruning (its first entry is entry 1).
+    fn authenticate(&self, summary: &Summary, keyring: &Keyring) -> Result<(), Finding> {
+        let claims = |i: &&Item| i.entry.action == Action::Pruned || i.entry.seal.is_some();
+        match keyring {
+            Keyring::Key(key) => match self.items().filter(claims).find(|i| !key.proves(&i.entry)) {
+                None => Ok(()),
+                Some(forged) => Err(self.finding(
+                    forged,
+                    FindingKind::Forged,
+                    Some(forged.entry.seq),
+                    format!(
+                        "this {} entry does not carry keymint's seal for its content (no seal, another key's, or a changed entry): keymint did not write it",
+                        forged.entry.action
+                    ),
+                )),
+            },
+            Keyring::Unreadable(why) => match summary.anchor {
+                Anchor::Pruned { by_seq } => {
+                    let first = self.items().next();
+                    let (segment, line) = first.map_or((0, 1), |i| (i.segment, i.line));
+                    Err(Finding {
+                        segment: self.name(segment),
+                        line,
+                        seq: summary.first_seq,
+                        kind: FindingKind::Unverifiable,
+                        detail: format!(
+                            "the stream starts after a pruning that entry {by_seq} records, and only keymint's audit key proves that keymint wrote it: {why}"
+                        ),
+                    })
+                }
+                Anchor::Empty | Anchor::Genesis => Ok(()),
+            },
+        }
+    }
+
+    /// The stream's first entry, if it records that keymint started the
+    /// stream: entry 1, sealed (`authenticate` checked the seal, when the
+    /// key was at hand).
+    fn started(&self) -> Option<&Item<'a>> {
+        self.items()
+            .next()
+            .filter(|i| i.entry.seq == 1 && i.entry.seal.is_some())
+    }
+
+    /// The checkpoint is not in a stream that `start` began: it is from the
+    /// stream before (or, if its seq is there, that entry changed since).
+    fn started_over(&self, start: &Item, checkpoint: &Head, seq_there: bool) -> Finding {
+        let or_changed = if seq_there {
+            format!(", or entry {} was modified since", checkpoint.seq)
+        } else {
+            String::new()
+        };
+        self.finding(
+            start,
+            FindingKind::StartedOver,
+            Some(1),
+            format!(
+                "keymint started this stream at {} with no earlier head to link to (entry 1, sealed by keymint); the checkpoint, entry {} ({}), is from the stream before it{or_changed}",
+                start.entry.time, checkpoint.seq, checkpoint.hash
+            ),
+        )
     }
 
     /// Accepts the first entry if it is entry 1 linked to genesis, or if a

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::apikey::Phase;
+use crate::audit::metrics::AuditMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub audit_appends: Counter<u64, AtomicU64>,
     /// Audit segments read when the stream was opened (this leadership).
     pub audit_segments_read: Gauge,
+    /// The stream's size, bound, prunes and entries per namespace.
+    pub audit: AuditMetrics,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
     /// ApiKeys due and waiting for a worker (`runtime::queue`).
@@ -70,6 +73,7 @@ impl Metrics {
             expiry_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             audit_appends: Counter::default(),
             audit_segments_read: Gauge::default(),
+            audit: AuditMetrics::new(DEFAULT_AUDIT_NAMESPACES),
             events_dropped: Counter::default(),
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
@@ -124,6 +128,7 @@ impl Metrics {
             "Audit segments read when this leader opened the stream (start-up cost)",
             self.audit_segments_read.clone(),
         );
+        self.audit.register(r);
         r.register(
             "events_dropped",
             "Transition Events dropped because their queue was full",
@@ -176,6 +181,9 @@ impl Metrics {
     }
 }
 
+/// `--audit-metric-namespaces`'s default.
+pub const DEFAULT_AUDIT_NAMESPACES: usize = 1000;
+
 pub const ALL_PHASES: [Phase; 8] = [
     Phase::Pending,
     Phase::Active,
@@ -215,6 +223,8 @@ mod tests {
             "keymint_reconcile_duration_seconds_count 0",
             "keymint_audit_appends_total 0",
             "keymint_audit_segments_read_at_open 0",
+            "keymint_audit_segments 0",
+            "keymint_audit_over_bound 0",
             "keymint_leader 0",
             "keymint_owner_binding_enforced 0",
         ] {

@@ -67,24 +67,47 @@ pub fn verify_with_checkpoint(
     if found.is_some_and(|item| item.hash == checkpoint.hash) {
         return Ok(summary);
     }
-    if let Some(start) = stream.started() {
-        return Err(stream.started_over(start, checkpoint, found.is_some()));
-    }
-    if let Some(item) = found {
-        return Err(stream.finding(
+    // A stream keymint started afresh cannot hold a checkpoint of the one
+    // before. That is certain when the checkpoint's seq is there, differs,
+    // and the chain goes on past it; a checkpoint beyond the end, or at the
+    // last entry, may also mean the newest entries were cut or edited, so
+    // the finding says both.
+    let start = stream.started();
+    let beyond = |item: &Item| summary.last_seq.is_some_and(|last| last > item.entry.seq);
+    match (found, start) {
+        (Some(item), Some(start)) if beyond(item) => Err(stream.started_over(start, checkpoint)),
+        (Some(item), _) => Err(stream.finding(
             item,
             FindingKind::Modified,
             Some(item.entry.seq),
             format!(
-                "its hash {} differs from the checkpoint {}",
-                item.hash, checkpoint.hash
+                "its hash {} differs from the checkpoint {}{}",
+                item.hash,
+                checkpoint.hash,
+                or_started_over(start)
             ),
-        ));
+        )),
+        (None, _) => match summary.last_seq {
+            Some(last) if checkpoint.seq < last => Ok(summary),
+            last => {
+                let mut finding = missing_at_end(segments, checkpoint, last);
+                finding.detail.push_str(&or_started_over(start));
+                Err(finding)
+            }
+        },
     }
-    match summary.last_seq {
-        Some(last) if checkpoint.seq < last => Ok(summary),
-        last => Err(missing_at_end(segments, checkpoint, last)),
-    }
+}
+
+/// "; or the stream started over ...", when `start` records that keymint
+/// started the stream: a checkpoint that does not match may be of the
+/// stream before.
+fn or_started_over(start: Option<&Item>) -> String {
+    start.map_or_else(String::new, |s| {
+        format!(
+            "; or the stream started over at {} (entry 1 records that keymint started it with no earlier head) and the checkpoint is from the stream before",
+            s.entry.time
+        )
+    })
 }
 
 /// The entries after `last` up to the `checkpoint` are missing from the
@@ -320,19 +343,14 @@ impl<'a> Stream<'a> {
     }
 
     /// The checkpoint is not in a stream that `start` began: it is from the
-    /// stream before (or, if its seq is there, that entry changed since).
-    fn started_over(&self, start: &Item, checkpoint: &Head, seq_there: bool) -> Finding {
-        let or_changed = if seq_there {
-            format!(", or entry {} was modified since", checkpoint.seq)
-        } else {
-            String::new()
-        };
+    /// stream before.
+    fn started_over(&self, start: &Item, checkpoint: &Head) -> Finding {
         self.finding(
             start,
             FindingKind::StartedOver,
             Some(1),
             format!(
-                "keymint started this stream at {} with no earlier head to link to (entry 1, sealed by keymint); the checkpoint, entry {} ({}), is from the stream before it{or_changed}",
+                "keymint started this stream at {} with no earlier head to link to (entry 1, sealed by keymint); the checkpoint, entry {} ({}), is from the stream before it",
                 start.entry.time, checkpoint.seq, checkpoint.hash
             ),
         )

@@ -537,18 +537,30 @@ fn a_stream_that_started_over_says_so_against_an_older_checkpoint() {
     let segs = pairs(&split(&stream, &[4]));
     // Its own checkpoints verify.
     verify_with_checkpoint(&segs, &Head::of(&stream[2]), &with_key(&k)).expect("own checkpoint");
-    // A checkpoint of the stream before: beyond its end, or at a seq it has.
+    // A checkpoint of the stream before, at a seq the new stream has gone
+    // past: started over, certainly.
     let old = build(20);
-    for checkpoint in [Head::of(&old[19]), Head::of(&old[2])] {
-        let f =
-            verify_with_checkpoint(&segs, &checkpoint, &with_key(&k)).expect_err("started over");
-        assert_eq!(
-            (f.kind, f.seq, f.line),
-            (FindingKind::StartedOver, Some(1), 1),
-            "{f}"
-        );
-        assert!(f.to_string().starts_with("the stream started over"), "{f}");
-        assert!(f.detail.contains("from the stream before"), "{f}");
+    let f =
+        verify_with_checkpoint(&segs, &Head::of(&old[2]), &with_key(&k)).expect_err("started over");
+    assert_eq!(
+        (f.kind, f.seq, f.line),
+        (FindingKind::StartedOver, Some(1), 1),
+        "{f}"
+    );
+    assert!(f.to_string().starts_with("the stream started over"), "{f}");
+    assert!(f.detail.contains("from the stream before"), "{f}");
+    // Beyond its end, or at its last entry: cut or edited, or started over;
+    // the finding says both.
+    for (checkpoint, kind) in [
+        (
+            Head::of(&old[19]),
+            FindingKind::Removed { first: 5, last: 20 },
+        ),
+        (Head::of(&old[3]), FindingKind::Modified),
+    ] {
+        let f = verify_with_checkpoint(&segs, &checkpoint, &with_key(&k)).expect_err("no match");
+        assert_eq!(f.kind, kind, "{f}");
+        assert!(f.detail.contains("or the stream started over at"), "{f}");
     }
     // A start sealed with another key is forged; an unsealed entry 1 (a
     // stream older than seals) claims nothing, and the checkpoint finding
@@ -564,4 +576,5 @@ fn a_stream_that_started_over_says_so_against_an_older_checkpoint() {
     let plain = pairs(&split(&build(4), &[4]));
     let f = verify_with_checkpoint(&plain, &Head::of(&old[19]), &with_key(&k)).expect_err("short");
     assert_eq!(f.kind, FindingKind::Removed { first: 5, last: 20 }, "{f}");
+    assert!(!f.detail.contains("started over"), "{f}");
 }

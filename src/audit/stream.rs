@@ -102,6 +102,8 @@ impl AuditLog {
         options
             .segments_read
             .set(i64::try_from(read).unwrap_or(i64::MAX));
+        let max = options.retention.max_segments;
+        options.metrics.set_size(listed.len(), max);
         let hold = watermark::HOLD;
         let outbox = Outbox::new(index.covered_from(), Timestamp::now(), hold);
         let outbox = Arc::new(Mutex::new(outbox));

@@ -30,7 +30,7 @@ use crate::audit::entry::hash_line;
 use crate::audit::finding::{Anchor, Finding, FindingKind, Summary};
 use crate::audit::seal::Keyring;
 use crate::audit::segment::{lines, parse_line};
-use crate::audit::{Action, Entry, GENESIS, Head};
+use crate::audit::{Entry, GENESIS, Head};
 
 /// Verifies a stream given as its segments in order (oldest first), each as
 /// `(segment name, content)`; empty segments are allowed. Returns a summary,
@@ -296,11 +296,18 @@ impl<'a> Stream<'a> {
         })
     }
 
-    /// Every pruned entry carries keymint's seal, and so does entry 1 if it
-    /// claims one (a stream keymint started); without the key, the stream
-    /// must not rely on a pruning (its first entry is entry 1).
+    /// The pruned entry the stream's start relies on carries keymint's
+    /// seal, and so does every entry that claims one (entry 1 of a stream
+    /// keymint started, later prunings). An unsealed pruning the start does
+    /// not rely on is one written before seals existed: it vouches for
+    /// nothing any more. Without the key, the stream must not rely on a
+    /// pruning (its first entry is entry 1).
     fn authenticate(&self, summary: &Summary, keyring: &Keyring) -> Result<(), Finding> {
-        let claims = |i: &&Item| i.entry.action == Action::Pruned || i.entry.seal.is_some();
+        let anchor = match summary.anchor {
+            Anchor::Pruned { by_seq } => Some(by_seq),
+            Anchor::Empty | Anchor::Genesis => None,
+        };
+        let claims = |i: &&Item| i.entry.seal.is_some() || Some(i.entry.seq) == anchor;
         match keyring {
             Keyring::Key(key) => match self.items().filter(claims).find(|i| !key.proves(&i.entry)) {
                 None => Ok(()),

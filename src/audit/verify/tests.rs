@@ -578,3 +578,32 @@ fn a_stream_that_started_over_says_so_against_an_older_checkpoint() {
     assert_eq!(f.kind, FindingKind::Removed { first: 5, last: 20 }, "{f}");
     assert!(!f.detail.contains("started over"), "{f}");
 }
+
+#[test]
+fn an_unsealed_pruning_from_before_seals_is_accepted_once_nothing_relies_on_it() {
+    // Entries 1-12, an unsealed pruning through entry 3 (written by an
+    // older keymint), then a sealed one through entry 6.
+    let mut entries = build(12);
+    let prune = |entries: &mut Vec<Entry>, seq: usize, sealed: bool| {
+        let head = Head::of(&entries[entries.len() - 1]);
+        let draft = pruned_draft(
+            ts("2026-04-01T00:00:00Z"),
+            "keymint-1",
+            &Head::of(&entries[seq - 1]),
+            1,
+        );
+        let entry = chain(&head, &draft).0;
+        entries.push(if sealed { key().seal(entry) } else { entry });
+    };
+    prune(&mut entries, 3, false);
+    prune(&mut entries, 6, true);
+    let segs = split(&entries, &[3, 3, 3, 5]);
+    let checkpoint = Head::of(&entries[8]);
+    // Relying on the sealed pruning: fine.
+    verify_with_checkpoint(&pairs(&segs[2..]), &checkpoint, &with_key(&key()))
+        .expect("sealed anchor");
+    // Relying on the unsealed one: forged.
+    let f = verify_with_checkpoint(&pairs(&segs[1..]), &checkpoint, &with_key(&key()))
+        .expect_err("unsealed anchor");
+    assert_eq!((f.kind, f.seq), (FindingKind::Forged, Some(13)), "{f}");
+}

@@ -368,3 +368,56 @@ async fn a_pruning_forged_without_the_audit_key_fails_verify_against_the_checkpo
     assert!(out.contains("is forged"), "{out}");
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_stream_started_over_is_reported_as_such_against_an_older_checkpoint() {
+    let ns = TestNamespace::new("restart").await;
+    let mut operator = Operator::start(&ns.name, &[]);
+    mint(
+        &ns,
+        &(0..3).map(|i| format!("before-{i}")).collect::<Vec<_>>(),
+    )
+    .await;
+    wait_for_entries(&ns.client, &ns.name, 3).await;
+    let (ok, out) = keymint_audit(&ns.name, &["verify"]).await;
+    assert!(ok, "{out}");
+    let checkpoint = out
+        .split("checkpoint: ")
+        .nth(1)
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|| panic!("no checkpoint in {out}"));
+    assert!(operator.terminate(), "the operator stops cleanly");
+
+    // The stream is lost (as with its namespace); keymint starts a new one.
+    let configmaps: Api<ConfigMap> = ns.api();
+    for (name, _) in segments(&ns.client, &ns.name).await {
+        configmaps
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete a segment");
+    }
+    let _operator = Operator::start(&ns.name, &[]);
+    mint(
+        &ns,
+        &(0..5).map(|i| format!("after-{i}")).collect::<Vec<_>>(),
+    )
+    .await;
+    wait_for_entries(&ns.client, &ns.name, 5).await;
+    let stream = entries(&segments(&ns.client, &ns.name).await);
+    assert_eq!(stream.first().map(|e| e.seq), Some(1));
+    assert!(
+        stream[0].seal.is_some(),
+        "entry 1 records the start: {:?}",
+        stream[0]
+    );
+
+    let (ok, out) = keymint_audit(&ns.name, &["verify"]).await;
+    assert!(ok, "the new stream verifies on its own: {out}");
+    let (ok, out) = keymint_audit(&ns.name, &["verify", "--checkpoint", &checkpoint]).await;
+    assert!(
+        !ok,
+        "verify --checkpoint accepted a checkpoint of the stream before: {out}"
+    );
+    assert!(out.contains("the stream started over"), "{out}");
+    ns.delete().await;
+}

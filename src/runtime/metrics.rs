@@ -1,6 +1,7 @@
-//! Prometheus metrics. Labels are bounded: phases, error categories and
-//! nothing else — never ApiKey names, owners or error text, which would make
-//! the number of series grow with the cluster.
+//! Prometheus metrics. Labels are bounded: phases, error categories, and
+//! the namespaces of audit entries up to a cap (`audit::metrics`) — never
+//! ApiKey names, owners or error text, which would make the number of
+//! series grow with the cluster.
 
 use std::sync::atomic::AtomicU64;
 

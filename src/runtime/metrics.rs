@@ -201,6 +201,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_operator_metric_the_example_alerts_use_exists() {
+        // Families show only once they have a member.
+        let m = Metrics::new();
+        m.set_key_counts(&[], 0);
+        m.count_failure("KubernetesApi");
+        m.audit.count_entry("payments");
+        m.audit.count_pruned("age", 1);
+        let text = m.encode().expect("encode");
+        let alerts = include_str!("../../docs/alerts.yaml");
+        let names = alerts
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("keymint_") && !w.starts_with("keymint_verifier_"));
+        let mut checked = 0;
+        for name in names {
+            let family = ["_total", "_bucket"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "docs/alerts.yaml uses {name}, which keymint does not export"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10, "{checked} metric names found in the alerts");
+    }
+
+    #[test]
     fn metrics_have_bounded_labels_and_documented_names() {
         let m = Metrics::new();
         m.set_key_counts(&[(Phase::Active, 3), (Phase::Rejected, 1)], 2);

@@ -21,6 +21,8 @@ use crate::support::{TestNamespace, api_key, control_plane, eventually, http_get
 
 const MALLORY: &str = "mallory@example.com";
 const SEGMENTS: &str = "keymint.dev/audit=segment";
+/// May write the audit segments, not read keymint's Secrets.
+const WRITER: &str = "segment-writer@example.com";
 
 /// The stream in `namespace` as stored: (segment name, entries), oldest
 /// first, read with `client`.
@@ -61,6 +63,31 @@ async fn wait_for_entries(client: &Client, namespace: &str, n: usize) {
 /// kubeconfig, for the operator whose namespace is `namespace`:
 /// (success, stdout and stderr).
 async fn keymint_audit(namespace: &str, args: &[&str]) -> (bool, String) {
+    keymint_audit_with(control_plane().kubeconfig(), namespace, args).await
+}
+
+/// A kubeconfig that impersonates `user` (what `kubectl --as` does), in a
+/// file of its own.
+fn kubeconfig_as(user: &str) -> std::path::PathBuf {
+    let path = control_plane().kubeconfig();
+    let mut config = kube::config::Kubeconfig::read_from(path).expect("readable kubeconfig");
+    for named in &mut config.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(user.to_string());
+        }
+    }
+    let out = path.with_file_name(format!("kubeconfig-as-{user}"));
+    let text = serde_json::to_string(&config).expect("a kubeconfig serialises");
+    std::fs::write(&out, text).expect("write the kubeconfig");
+    out
+}
+
+/// [`keymint_audit`] with the kubeconfig at `kubeconfig`.
+async fn keymint_audit_with(
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    args: &[&str],
+) -> (bool, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keymint"));
     command
         .arg("audit")
@@ -71,7 +98,7 @@ async fn keymint_audit(namespace: &str, args: &[&str]) -> (bool, String) {
             "--keymint-namespace",
             namespace,
         ])
-        .env("KUBECONFIG", control_plane().kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env_remove("KEYMINT_AUDIT_NAMESPACE")
         .env_remove("KEYMINT_NAMESPACE");
     let output = tokio::task::spawn_blocking(move || command.output())
@@ -310,7 +337,7 @@ async fn a_pruning_forged_without_the_audit_key_fails_verify_against_the_checkpo
     assert!(operator.terminate(), "the operator stops cleanly");
 
     // The attacker may write the segments, not read keymint's Secrets.
-    let writer = segment_writer(&ns, "segment-writer@example.com").await;
+    let writer = segment_writer(&ns, WRITER).await;
     let refused = Api::<Secret>::namespaced(writer.clone(), &ns.name)
         .get(keymint::runtime::audit_key::SECRET.name)
         .await;
@@ -366,6 +393,16 @@ async fn a_pruning_forged_without_the_audit_key_fails_verify_against_the_checkpo
     let (ok, out) = keymint_audit(&ns.name, &["verify", "--checkpoint", &checkpoint]).await;
     assert!(!ok, "verify --checkpoint accepted a forged pruning: {out}");
     assert!(out.contains("is forged"), "{out}");
+    // Someone who cannot read the audit key learns that the stream relies
+    // on a pruning it cannot check, and which Secret would tell.
+    let as_writer = kubeconfig_as(WRITER);
+    let (ok, out) = keymint_audit_with(&as_writer, &ns.name, &["verify"]).await;
+    assert!(
+        !ok,
+        "verify without the audit key accepted a pruning: {out}"
+    );
+    assert!(out.contains("cannot be verified"), "{out}");
+    assert!(out.contains("keymint-audit-key"), "{out}");
     ns.delete().await;
 }
 

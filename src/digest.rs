@@ -26,6 +26,28 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// 64 lowercase hex digits as 32 bytes (a SHA-256 or HMAC-SHA256 tag, as
+/// [`push_hex`] writes it); None for anything else.
+pub fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +59,15 @@ mod tests {
             sha256_tagged(b"abc"),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hex_round_trips_and_nothing_else_decodes() {
+        let mut hex = String::new();
+        push_hex(&mut hex, &[0xab; 32]);
+        assert_eq!(decode_hex32(&hex), Some([0xab; 32]));
+        assert_eq!(decode_hex32(&hex.to_uppercase()), None);
+        assert_eq!(decode_hex32(&hex[1..]), None);
+        assert_eq!(decode_hex32(&format!("{}g", &hex[1..])), None);
     }
 }

@@ -19,6 +19,7 @@ const PURE: &[&str] = &[
     "src/audit/index.rs",
     "src/audit/watermark.rs",
     "src/audit/retention.rs",
+    "src/audit/seal.rs",
     "src/digest.rs",
     "src/duration.rs",
     "src/api_error.rs",

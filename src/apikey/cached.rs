@@ -153,6 +153,7 @@ struct Status {
     secret_name: Option<Span>,
     minted_at: When,
     revealed_at: When,
+    expiry_warned_at: When,
     last_transitions: Box<[CachedTransition]>,
 }
 
@@ -361,6 +362,7 @@ impl Status {
             secret_name: texts.add_some(status.secret_name.as_deref()),
             minted_at: When::of(status.minted_at.as_ref()),
             revealed_at: When::of(status.revealed_at.as_ref()),
+            expiry_warned_at: When::of(status.expiry_warned_at.as_ref()),
             last_transitions: status
                 .last_transitions
                 .iter()
@@ -398,6 +400,7 @@ impl Status {
             secret_name: owned(self.secret_name),
             minted_at: self.minted_at.time(),
             revealed_at: self.revealed_at.time(),
+            expiry_warned_at: self.expiry_warned_at.time(),
             last_transitions: self
                 .last_transitions
                 .iter()

@@ -101,7 +101,10 @@ impl SealKey {
     /// time, so timing tells an attacker nothing about a near miss.
     #[must_use]
     pub fn proves(&self, seal: &str, api_key_uid: &str, key_hash: &str) -> bool {
-        let Some(tag) = seal.strip_prefix(VERSION).and_then(decode_tag) else {
+        let Some(tag) = seal
+            .strip_prefix(VERSION)
+            .and_then(crate::digest::decode_hex32)
+        else {
             return false;
         };
         self.keyed(api_key_uid, key_hash).verify_slice(&tag).is_ok()
@@ -118,27 +121,6 @@ impl SealKey {
             mac.update(field.as_bytes());
         }
         mac
-    }
-}
-
-/// 64 lowercase hex digits as 32 bytes; None for anything else.
-fn decode_tag(hex: &str) -> Option<[u8; TAG_BYTES]> {
-    let digits = hex.as_bytes();
-    if digits.len() != 2 * TAG_BYTES {
-        return None;
-    }
-    let mut tag = [0u8; TAG_BYTES];
-    for (byte, pair) in tag.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(tag)
-}
-
-fn nibble(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
     }
 }
 

@@ -215,6 +215,12 @@ pub struct ApiKeyStatus {
     /// When a show-once key was shown and its Secret deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revealed_at: Option<Time>,
+    /// When keymint last warned that the key expires soon (an Event and an
+    /// `expiring-soon` audit entry). The ExpiringSoon condition follows
+    /// `expiresAt`; the warning is given again only a whole warning window
+    /// later, however often the key moves in and out of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_warned_at: Option<Time>,
     /// The transitions made by the latest status change, numbered per
     /// ApiKey. Each is appended to the audit stream right after that change;
     /// if keymint stops in between, the next reconcile appends what the

@@ -39,6 +39,7 @@ const REDACT_MIN_RUN: usize = 8;
 const REDACTED: &str = "[redacted]";
 
 pub use crate::apikey::action::Action;
+use crate::audit::seal::AuditKey;
 
 /// What the caller knows about an event before it is placed in the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +104,10 @@ pub struct Entry {
     /// oldest entry kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruned_through_hash: Option<String>,
+    /// Pruned entries and the first entry of a stream keymint started:
+    /// keymint's seal over the rest of the line (`audit::seal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
     /// `sha256:<hex>` of the previous entry's line; [`GENESIS`] for entry 1.
     /// Last, so a line reads as "this happened, after that".
     pub prev: String,
@@ -193,10 +198,30 @@ pub fn chain(head: &Head, draft: &Draft) -> (Entry, Head) {
         instance: redact(&draft.instance),
         pruned_through_seq: draft.pruned_through.as_ref().map(|h| h.seq),
         pruned_through_hash: draft.pruned_through.as_ref().map(|h| h.hash.clone()),
+        seal: None,
         prev: head.hash.clone(),
     };
     let next = Head::of(&entry);
     (entry, next)
+}
+
+/// [`chain_all`], with the entries that carry a seal (`audit::seal`)
+/// sealed by `key`, each before the next links to it.
+pub fn chain_all_sealed<'a>(
+    head: &Head,
+    drafts: impl IntoIterator<Item = &'a Draft>,
+    key: &AuditKey,
+) -> (Vec<Entry>, Head) {
+    let mut head = head.clone();
+    let entries = drafts
+        .into_iter()
+        .map(|draft| {
+            let entry = key.seal(chain(&head, draft).0);
+            head = Head::of(&entry);
+            entry
+        })
+        .collect();
+    (entries, head)
 }
 
 /// Places `drafts` (in order) after `head`: returns their entries and the

@@ -88,6 +88,16 @@ pub enum FindingKind {
     /// The first entry is neither entry 1 linked to genesis nor vouched for
     /// by a pruned entry.
     Unanchored,
+    /// A pruned entry (or a sealed entry 1) does not carry keymint's seal
+    /// for its content: someone without keymint's audit key wrote or
+    /// changed it.
+    Forged,
+    /// The stream relies on a pruning, and keymint's audit key, which
+    /// proves it, could not be read.
+    Unverifiable,
+    /// The checkpoint is from an earlier stream: keymint started this one
+    /// afresh since.
+    StartedOver,
 }
 
 impl FindingKind {
@@ -100,6 +110,9 @@ impl FindingKind {
             FindingKind::Reordered => "reordered",
             FindingKind::Duplicated => "duplicated",
             FindingKind::Unanchored => "unanchored",
+            FindingKind::Forged => "forged",
+            FindingKind::Unverifiable => "unverifiable",
+            FindingKind::StartedOver => "started-over",
         }
     }
 }
@@ -132,6 +145,9 @@ impl fmt::Display for Finding {
                     "{subject} starts the stream but is not anchored: {detail}"
                 )
             }
+            FindingKind::Forged => write!(f, "{subject} is forged: {detail}"),
+            FindingKind::Unverifiable => write!(f, "{subject} cannot be verified: {detail}"),
+            FindingKind::StartedOver => write!(f, "the stream started over at {subject}: {detail}"),
         }
     }
 }

@@ -29,11 +29,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::audit::index::{Index, Tail};
+use crate::audit::metrics::AuditMetrics;
 use crate::audit::retention::{self, Choice, Retention};
 use crate::audit::segment::{append_lines, overflows};
 use crate::audit::store::{self, Marks, PutError, Segments, newest_of};
 use crate::audit::watermark::{self, Listed, Outbox, Start};
-use crate::audit::{AuditError, Draft, Entry, Head, chain_all, pruned_draft};
+use crate::audit::{AuditError, AuditKey, Draft, Entry, Head, chain_all_sealed, pruned_draft};
 
 pub use crate::audit::store::{DATA_ENTRIES, LABEL_AUDIT, SEGMENT_PREFIX};
 
@@ -60,6 +61,10 @@ pub struct AuditOptions {
     pub appends: prometheus_client::metrics::counter::Counter<u64, std::sync::atomic::AtomicU64>,
     /// Segments read at start-up (keymint_audit_segments_read_at_open).
     pub segments_read: prometheus_client::metrics::gauge::Gauge,
+    /// Size, bound, prunes, entries per namespace.
+    pub metrics: AuditMetrics,
+    /// Seals prunings and the stream's first entry (`seal`).
+    pub key: Arc<AuditKey>,
 }
 
 struct Request {
@@ -97,6 +102,8 @@ impl AuditLog {
         options
             .segments_read
             .set(i64::try_from(read).unwrap_or(i64::MAX));
+        let max = options.retention.max_segments;
+        options.metrics.set_size(listed.len(), max);
         let hold = watermark::HOLD;
         let outbox = Outbox::new(index.covered_from(), Timestamp::now(), hold);
         let outbox = Arc::new(Mutex::new(outbox));
@@ -332,7 +339,8 @@ impl Appender {
                 self.written = Some(segment);
                 return Ok(Appended::new());
             }
-            let (entries, head) = chain_all(&segment.head, fresh);
+            // Sealed: prunings, and entry 1 (keymint started the stream).
+            let (entries, head) = chain_all_sealed(&segment.head, fresh, &self.options.key);
             let full = rollover == Rollover::WhenFull
                 && overflows(&segment.content, &entries, self.options.segment_bytes);
             let outcome = match full {
@@ -378,6 +386,9 @@ impl Appender {
             .extend(entries.iter().map(Entry::dedup_key));
         self.written = Some(written);
         self.options.appends.inc_by(entries.len() as u64);
+        for entry in entries {
+            self.options.metrics.count_entry(&entry.namespace);
+        }
         lock(&self.index).add_all(entries);
         if rolled_over {
             self.prune().await;
@@ -478,21 +489,35 @@ impl Appender {
         let Ok(names) = self.segments.names().await else {
             return;
         };
-        let doomed = &names[..self.choose(&names).await];
-        let Some(last) = doomed.last() else {
-            return;
+        let (by_age, by_size) = self.choose(&names).await;
+        let doomed = &names[..by_age + by_size];
+        let pruned = match doomed.last() {
+            None => false,
+            Some(last) => match self.ends_at(last).await {
+                Some(through) => self.vouch(&through, doomed.len()).await,
+                None => false,
+            },
         };
-        let Some(through) = self.ends_at(last).await else {
-            return;
-        };
-        if self.vouch(&through, doomed.len()).await {
+        if pruned {
             self.delete(doomed).await;
+            self.options.metrics.count_pruned("age", by_age);
+            self.options.metrics.count_pruned("size", by_size);
+        }
+        let kept = names.len() - if pruned { doomed.len() } else { 0 };
+        let max = self.options.retention.max_segments;
+        self.options.metrics.set_size(kept, max);
+        if self.options.retention.over_bound(kept) {
+            warn!(
+                segments = kept,
+                max_segments = max,
+                "the audit stream is over its size bound; nothing younger than --audit-retention-floor is pruned, and writing goes on"
+            );
         }
     }
 
-    /// How many of the oldest segments retention removes, reading the
-    /// segments it asks about.
-    async fn choose(&self, names: &[String]) -> usize {
+    /// How many of the oldest segments retention removes (past the age,
+    /// then for the size bound), reading the segments it asks about.
+    async fn choose(&self, names: &[String]) -> (usize, usize) {
         let retention = &self.options.retention;
         let now = Timestamp::now();
         let mut newest = Vec::new();
@@ -502,8 +527,10 @@ impl Appender {
             choice = retention::choose(retention, names.len(), &newest, now);
         }
         match choice {
-            Choice::Remove(n) => n.min(names.len()),
-            Choice::ReadNext => 0,
+            Choice::Remove { by_age, by_size } if by_age + by_size <= names.len() => {
+                (by_age, by_size)
+            }
+            _ => (0, 0),
         }
     }
 
@@ -511,7 +538,9 @@ impl Appender {
     /// unreadable).
     async fn newest_time(&self, name: &str) -> Option<Timestamp> {
         let cm = self.segments.get_opt(name).await.ok().flatten()?;
-        self.segments.entries_of(&cm).ok()?.last()?.timestamp()
+        // The newest, not the last: an entry's time is its transition's,
+        // and a retried transition is appended after younger ones.
+        newest_of(&self.segments.entries_of(&cm).ok()?)
     }
 
     /// What the entry after segment `name` links to (None: gone or

@@ -41,6 +41,11 @@ pub fn build(n: u64) -> Vec<Entry> {
     build_from(&Head::genesis(), (1..=n).map(draft)).0
 }
 
+/// An audit key of 32 `byte`s.
+pub fn test_key(byte: u8) -> crate::audit::AuditKey {
+    crate::audit::AuditKey::from_bytes(&[byte; 32]).expect("32 bytes")
+}
+
 pub fn seg_name(i: usize) -> String {
     format!("keymint-audit-{i:010}")
 }

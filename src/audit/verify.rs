@@ -28,6 +28,7 @@ use std::cmp::Ordering;
 
 use crate::audit::entry::hash_line;
 use crate::audit::finding::{Anchor, Finding, FindingKind, Summary};
+use crate::audit::seal::Keyring;
 use crate::audit::segment::{lines, parse_line};
 use crate::audit::{Entry, GENESIS, Head};
 
@@ -39,38 +40,74 @@ pub fn verify(segments: &[(String, String)]) -> Result<Summary, Finding> {
     Stream::read(segments).verify()
 }
 
-/// [`verify`], and also that the stream still holds `checkpoint` (a head
-/// recorded earlier, e.g. [`Summary::head`]): catches what the chain alone
-/// cannot, an edit of the last entry or removal of the newest entries.
-/// Entries appended after the checkpoint are fine; a checkpoint older than
-/// the oldest kept entry (pruned since) cannot be compared and is accepted.
+/// [`verify`], and also that every pruned entry (and entry 1, if sealed)
+/// carries keymint's seal (`seal`), and that the stream still holds
+/// `checkpoint` (a head recorded earlier, e.g. [`Summary::head`]): catches
+/// what the chain alone cannot, an edit of the last entry, removal of the
+/// newest entries, and a forged pruning. Entries appended after the
+/// checkpoint are fine; a checkpoint older than the oldest kept entry is
+/// accepted only when a sealed pruning vouches for the gap. A stream that
+/// started over since the checkpoint is reported as such.
+///
+/// Without the key (`keyring` unreadable) the seals cannot be checked: a
+/// stream that starts with entry 1 still verifies, one that relies on a
+/// pruning does not.
 pub fn verify_with_checkpoint(
     segments: &[(String, String)],
     checkpoint: &Head,
+    keyring: &Keyring,
 ) -> Result<Summary, Finding> {
     let stream = Stream::read(segments);
     let summary = stream.verify()?;
+    stream.authenticate(&summary, keyring)?;
     if checkpoint.seq == 0 {
         return Ok(summary);
     }
-    if let Some(item) = stream.items().find(|i| i.entry.seq == checkpoint.seq) {
-        if item.hash == checkpoint.hash {
-            return Ok(summary);
-        }
-        return Err(stream.finding(
+    let found = stream.items().find(|i| i.entry.seq == checkpoint.seq);
+    if found.is_some_and(|item| item.hash == checkpoint.hash) {
+        return Ok(summary);
+    }
+    // A stream keymint started afresh cannot hold a checkpoint of the one
+    // before. That is certain when the checkpoint's seq is there, differs,
+    // and the chain goes on past it; a checkpoint beyond the end, or at the
+    // last entry, may also mean the newest entries were cut or edited, so
+    // the finding says both.
+    let start = stream.started();
+    let beyond = |item: &Item| summary.last_seq.is_some_and(|last| last > item.entry.seq);
+    match (found, start) {
+        (Some(item), Some(start)) if beyond(item) => Err(stream.started_over(start, checkpoint)),
+        (Some(item), _) => Err(stream.finding(
             item,
             FindingKind::Modified,
             Some(item.entry.seq),
             format!(
-                "its hash {} differs from the checkpoint {}",
-                item.hash, checkpoint.hash
+                "its hash {} differs from the checkpoint {}{}",
+                item.hash,
+                checkpoint.hash,
+                or_started_over(start)
             ),
-        ));
+        )),
+        (None, _) => match summary.last_seq {
+            Some(last) if checkpoint.seq < last => Ok(summary),
+            last => {
+                let mut finding = missing_at_end(segments, checkpoint, last);
+                finding.detail.push_str(&or_started_over(start));
+                Err(finding)
+            }
+        },
     }
-    match summary.last_seq {
-        Some(last) if checkpoint.seq < last => Ok(summary),
-        last => Err(missing_at_end(segments, checkpoint, last)),
-    }
+}
+
+/// "; or the stream started over ...", when `start` records that keymint
+/// started the stream: a checkpoint that does not match may be of the
+/// stream before.
+fn or_started_over(start: Option<&Item>) -> String {
+    start.map_or_else(String::new, |s| {
+        format!(
+            "; or the stream started over at {} (entry 1 records that keymint started it with no earlier head) and the checkpoint is from the stream before",
+            s.entry.time
+        )
+    })
 }
 
 /// The entries after `last` up to the `checkpoint` are missing from the
@@ -257,6 +294,73 @@ impl<'a> Stream<'a> {
             head: before.map_or_else(Head::genesis, Item::head),
             anchor,
         })
+    }
+
+    /// The pruned entry the stream's start relies on carries keymint's
+    /// seal, and so does every entry that claims one (entry 1 of a stream
+    /// keymint started, later prunings). An unsealed pruning the start does
+    /// not rely on is one written before seals existed: it vouches for
+    /// nothing any more. Without the key, the stream must not rely on a
+    /// pruning (its first entry is entry 1).
+    fn authenticate(&self, summary: &Summary, keyring: &Keyring) -> Result<(), Finding> {
+        let anchor = match summary.anchor {
+            Anchor::Pruned { by_seq } => Some(by_seq),
+            Anchor::Empty | Anchor::Genesis => None,
+        };
+        let claims = |i: &&Item| i.entry.seal.is_some() || Some(i.entry.seq) == anchor;
+        match keyring {
+            Keyring::Key(key) => match self.items().filter(claims).find(|i| !key.proves(&i.entry)) {
+                None => Ok(()),
+                Some(forged) => Err(self.finding(
+                    forged,
+                    FindingKind::Forged,
+                    Some(forged.entry.seq),
+                    format!(
+                        "this {} entry does not carry keymint's seal for its content (no seal, another key's, or a changed entry): keymint did not write it",
+                        forged.entry.action
+                    ),
+                )),
+            },
+            Keyring::Unreadable(why) => match summary.anchor {
+                Anchor::Pruned { by_seq } => {
+                    let first = self.items().next();
+                    let (segment, line) = first.map_or((0, 1), |i| (i.segment, i.line));
+                    Err(Finding {
+                        segment: self.name(segment),
+                        line,
+                        seq: summary.first_seq,
+                        kind: FindingKind::Unverifiable,
+                        detail: format!(
+                            "the stream starts after a pruning that entry {by_seq} records, and only keymint's audit key proves that keymint wrote it: {why}"
+                        ),
+                    })
+                }
+                Anchor::Empty | Anchor::Genesis => Ok(()),
+            },
+        }
+    }
+
+    /// The stream's first entry, if it records that keymint started the
+    /// stream: entry 1, sealed (`authenticate` checked the seal, when the
+    /// key was at hand).
+    fn started(&self) -> Option<&Item<'a>> {
+        self.items()
+            .next()
+            .filter(|i| i.entry.seq == 1 && i.entry.seal.is_some())
+    }
+
+    /// The checkpoint is not in a stream that `start` began: it is from the
+    /// stream before.
+    fn started_over(&self, start: &Item, checkpoint: &Head) -> Finding {
+        self.finding(
+            start,
+            FindingKind::StartedOver,
+            Some(1),
+            format!(
+                "keymint started this stream at {} with no earlier head to link to (entry 1, sealed by keymint); the checkpoint, entry {} ({}), is from the stream before it",
+                start.entry.time, checkpoint.seq, checkpoint.hash
+            ),
+        )
     }
 
     /// Accepts the first entry if it is entry 1 linked to genesis, or if a

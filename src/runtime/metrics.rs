@@ -1,6 +1,7 @@
-//! Prometheus metrics. Labels are bounded: phases, error categories and
-//! nothing else — never ApiKey names, owners or error text, which would make
-//! the number of series grow with the cluster.
+//! Prometheus metrics. Labels are bounded: phases, error categories, and
+//! the namespaces of audit entries up to a cap (`audit::metrics`) — never
+//! ApiKey names, owners or error text, which would make the number of
+//! series grow with the cluster.
 
 use std::sync::atomic::AtomicU64;
 
@@ -12,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::apikey::Phase;
+use crate::audit::metrics::AuditMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
@@ -37,6 +39,8 @@ pub struct Metrics {
     pub audit_appends: Counter<u64, AtomicU64>,
     /// Audit segments read when the stream was opened (this leadership).
     pub audit_segments_read: Gauge,
+    /// The stream's size, bound, prunes and entries per namespace.
+    pub audit: AuditMetrics,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
     /// ApiKeys due and waiting for a worker (`runtime::queue`).
@@ -70,6 +74,7 @@ impl Metrics {
             expiry_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             audit_appends: Counter::default(),
             audit_segments_read: Gauge::default(),
+            audit: AuditMetrics::new(DEFAULT_AUDIT_NAMESPACES),
             events_dropped: Counter::default(),
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
@@ -124,6 +129,7 @@ impl Metrics {
             "Audit segments read when this leader opened the stream (start-up cost)",
             self.audit_segments_read.clone(),
         );
+        self.audit.register(r);
         r.register(
             "events_dropped",
             "Transition Events dropped because their queue was full",
@@ -176,6 +182,9 @@ impl Metrics {
     }
 }
 
+/// `--audit-metric-namespaces`'s default.
+pub const DEFAULT_AUDIT_NAMESPACES: usize = 1000;
+
 pub const ALL_PHASES: [Phase; 8] = [
     Phase::Pending,
     Phase::Active,
@@ -190,6 +199,34 @@ pub const ALL_PHASES: [Phase; 8] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operator_metric_the_example_alerts_use_exists() {
+        // Families show only once they have a member.
+        let m = Metrics::new();
+        m.set_key_counts(&[], 0);
+        m.count_failure("KubernetesApi");
+        m.audit.count_entry("payments");
+        m.audit.count_pruned("age", 1);
+        let text = m.encode().expect("encode");
+        let alerts = include_str!("../../docs/alerts.yaml");
+        let names = alerts
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("keymint_") && !w.starts_with("keymint_verifier_"));
+        let mut checked = 0;
+        for name in names {
+            let family = ["_total", "_bucket"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "docs/alerts.yaml uses {name}, which keymint does not export"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10, "{checked} metric names found in the alerts");
+    }
 
     #[test]
     fn metrics_have_bounded_labels_and_documented_names() {
@@ -215,6 +252,8 @@ mod tests {
             "keymint_reconcile_duration_seconds_count 0",
             "keymint_audit_appends_total 0",
             "keymint_audit_segments_read_at_open 0",
+            "keymint_audit_segments 0",
+            "keymint_audit_over_bound 0",
             "keymint_leader 0",
             "keymint_owner_binding_enforced 0",
         ] {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::audit::retention::{Retention, RetentionError};
 use crate::duration::parse_duration;
 
 #[derive(Args, Clone, Debug)]
@@ -59,10 +60,29 @@ pub struct RunOptions {
           value_parser = clap::value_parser!(u64).range(1024..=1_000_000))]
     pub audit_segment_bytes: u64,
 
-    /// How much of the audit stream to keep: a number of segments (`1000`) or
-    /// an age (`400d`). Older segments are pruned, and the pruning recorded.
-    #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "1000")]
-    pub audit_retention: crate::audit::Retention,
+    /// How long audit history is kept: a segment is pruned once its newest
+    /// entry is older than this (the pruning is itself audited). An age, so
+    /// that no burst of entries pushes older history out.
+    #[arg(long, env = "KEYMINT_AUDIT_RETENTION", default_value = "400d", value_parser = crate::audit::retention::parse_age)]
+    pub audit_retention: Duration,
+
+    /// Audit history younger than this is never pruned, not even over
+    /// --audit-max-segments. At most --audit-retention.
+    #[arg(long, env = "KEYMINT_AUDIT_RETENTION_FLOOR", default_value = "30d", value_parser = parse_duration)]
+    pub audit_retention_floor: Duration,
+
+    /// The audit stream's size bound, in segments (2000 of 64 KiB: about
+    /// 128 MiB of ConfigMaps). Above it keymint reports
+    /// keymint_audit_over_bound (alert), prunes only segments older than
+    /// --audit-retention-floor, and keeps writing.
+    #[arg(long, env = "KEYMINT_AUDIT_MAX_SEGMENTS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub audit_max_segments: u64,
+
+    /// How many namespaces keymint_audit_entries_total labels by name; the
+    /// entries of any further namespace count as `other`.
+    #[arg(long, env = "KEYMINT_AUDIT_METRIC_NAMESPACES", default_value_t = crate::runtime::metrics::DEFAULT_AUDIT_NAMESPACES)]
+    pub audit_metric_namespaces: usize,
 
     /// Elect a leader on a Lease in --namespace: only the leader reconciles,
     /// so several replicas can run for availability (the Helm chart turns
@@ -84,6 +104,14 @@ pub struct RunOptions {
 
     #[command(flatten)]
     pub owner_binding: crate::owner_binding::OwnerBindingOptions,
+}
+
+impl RunOptions {
+    /// The audit stream's retention rule, if the three flags agree.
+    pub fn audit_retention(&self) -> Result<Retention, RetentionError> {
+        let max = usize::try_from(self.audit_max_segments).unwrap_or(usize::MAX);
+        Retention::new(self.audit_retention, self.audit_retention_floor, max)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -104,12 +104,15 @@ pub fn needs(options: &RunOptions) -> Vec<Need> {
     for verb in ["get", "create", "delete"] {
         out.push(need(verb, "", "secrets", "", &watched));
     }
-    // The provenance seal key, in keymint's own namespace: read at every
-    // start, created on the first (`runtime::seal_key`).
-    out.push(Need {
-        name: Some(crate::runtime::seal_key::SECRET_NAME.to_string()),
-        ..need("get", "", "secrets", "", &own)
-    });
+    // The provenance seal key and the audit key, in keymint's own
+    // namespace: read at every start, created on the first
+    // (`runtime::key_secret`).
+    for name in crate::runtime::key_secret::ALL {
+        out.push(Need {
+            name: Some(name.to_string()),
+            ..need("get", "", "secrets", "", &own)
+        });
+    }
     out.push(need("create", "", "secrets", "", &own));
     for verb in ["create", "patch"] {
         out.push(need(verb, "events.k8s.io", "events", "", &watched));

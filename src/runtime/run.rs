@@ -47,6 +47,10 @@ pub enum RunError {
     OwnerBinding(#[from] crate::owner_binding::OwnerBindingError),
     #[error(transparent)]
     SealKey(#[from] crate::runtime::seal_key::SealKeyLoadError),
+    #[error(transparent)]
+    AuditKey(#[from] crate::runtime::audit_key::AuditKeyLoadError),
+    #[error(transparent)]
+    Retention(#[from] crate::audit::retention::RetentionError),
     #[error("cannot open the audit stream: {0}")]
     Audit(#[source] crate::audit::AuditError),
     #[error("cannot serve HTTP (--http-addr): {0}")]
@@ -64,11 +68,17 @@ const TRIM_PERIOD: Duration = Duration::from_secs(30);
 type Signal = Shared<BoxFuture<'static, ()>>;
 
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    // A retention rule that contradicts itself stops keymint before it
+    // touches anything.
+    options.audit_retention()?;
     let client = client().await?;
     let api_keys = api_keys(&client, &options);
     let project_grants = scoped(&client, &options);
     crate::runtime::preflight::check(&client, &options, &api_keys, &project_grants).await?;
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .audit
+        .cap_namespaces(options.audit_metric_namespaces);
     crate::owner_binding::gate(
         &client,
         &options.owner_binding,
@@ -90,7 +100,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let seal_key = crate::runtime::seal_key::load(&client, &options.namespace).await?;
     // The audit stream is opened now, so its index of what is recorded
     // includes everything an earlier leader appended.
-    let audit = open_audit(&client, &options, &instance, &metrics).await?;
+    let audit_key = crate::runtime::audit_key::load(&client, &options.namespace).await?;
+    let audit = open_audit(&client, &options, &instance, &metrics, audit_key).await?;
     let lost: Signal = match &election {
         Some(e) => e.lost().boxed().shared(),
         None => std::future::pending().boxed().shared(),
@@ -216,6 +227,7 @@ async fn open_audit(
     options: &RunOptions,
     instance: &str,
     metrics: &Metrics,
+    key: crate::audit::AuditKey,
 ) -> Result<AuditLog, RunError> {
     let namespace = options
         .audit_namespace
@@ -224,10 +236,12 @@ async fn open_audit(
     let audit_options = AuditOptions {
         namespace,
         segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
-        retention: options.audit_retention.clone(),
+        retention: options.audit_retention()?,
         instance: instance.to_string(),
         appends: metrics.audit_appends.clone(),
         segments_read: metrics.audit_segments_read.clone(),
+        metrics: metrics.audit.clone(),
+        key: Arc::new(key),
     };
     AuditLog::open(client.clone(), audit_options)
         .await

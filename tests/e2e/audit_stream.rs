@@ -122,9 +122,17 @@ async fn keymint_audit(namespace: &str, args: &[&str]) -> CliRun {
     command
         .arg("audit")
         .args(args)
-        .args(["--audit-namespace", namespace])
+        // The test's operator runs in the test's namespace: its audit key
+        // is there too.
+        .args([
+            "--audit-namespace",
+            namespace,
+            "--keymint-namespace",
+            namespace,
+        ])
         .env("KUBECONFIG", control_plane().kubeconfig())
-        .env_remove("KEYMINT_AUDIT_NAMESPACE");
+        .env_remove("KEYMINT_AUDIT_NAMESPACE")
+        .env_remove("KEYMINT_NAMESPACE");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .expect("join")
@@ -993,8 +1001,12 @@ async fn retention_prunes_old_segments_and_keeps_the_chain_verifiable() {
         &[
             "--audit-segment-bytes",
             "4096",
-            "--audit-retention",
+            // The size bound with no floor: the test's segments are all
+            // seconds old, and only a bound past the floor removes them.
+            "--audit-max-segments",
             "3",
+            "--audit-retention-floor",
+            "0s",
             "--max-keys-per-owner",
             "100",
         ],

@@ -65,11 +65,15 @@ async fn restarts_and_relists_of_a_steady_state_write_nothing() {
         .collect();
     // The operator's namespace is the test's: its provenance seal key is
     // created there once, on the first start.
-    let (seal_key, minted): (Vec<&str>, Vec<&str>) = secret_creates
+    let (own_keys, minted): (Vec<&str>, Vec<&str>) = secret_creates
         .into_iter()
-        .partition(|name| *name == "keymint-provenance");
+        .partition(|name| keymint::runtime::key_secret::ALL.contains(name));
     assert_eq!(minted.len(), KEYS, "one Secret create per key");
-    assert_eq!(seal_key.len(), 1, "the seal key is created once");
+    assert_eq!(
+        own_keys.len(),
+        keymint::runtime::key_secret::ALL.len(),
+        "the seal key and the audit key are created once"
+    );
 
     let mark = apiserver_audit::mark();
     for _ in 0..2 {

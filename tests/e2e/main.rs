@@ -6,6 +6,7 @@ mod support;
 
 mod audit_exactly_once;
 mod audit_history;
+mod audit_hostile;
 mod audit_stream;
 mod calm;
 mod control_plane;

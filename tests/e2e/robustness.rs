@@ -309,7 +309,7 @@ async fn reconcile_concurrency_is_bounded() {
     // Besides the operator's seal key (its namespace is the test's).
     let minted = secrets
         .iter()
-        .filter(|s| s.name_any() != keymint::runtime::seal_key::SECRET_NAME)
+        .filter(|s| !keymint::runtime::key_secret::ALL.contains(&s.name_any().as_str()))
         .count();
     assert_eq!(minted, KEYS, "one Secret per key");
     ns.delete().await;

@@ -1,10 +1,12 @@
 //! The ApiKey lifecycle as pure functions: from what keymint observed to
 //! what it should do (`decide`), the status it should show (`status`), the
-//! transitions that status change makes (`transitions`), when a show-once
+//! transitions that status change makes (`transitions`), when the
+//! ExpiringSoon condition is a warning (`expiry_warning`), when a show-once
 //! key counts as revealed (`reveal`) and when to look again (`schedule`). No API calls here; `reconcile` does those.
 
 pub mod conditions;
 pub mod decide;
+pub mod expiry_warning;
 pub mod reveal;
 pub mod schedule;
 pub mod status;

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::conditions::{self, EXPIRING_SOON, PROJECT_NOT_GRANTED, QUOTA_EXCEEDED, READY, Said};
 use super::decide::{KeyRecord, Outcome};
+use super::expiry_warning;
 use crate::apikey::{ApiKeyStatus, Phase};
 
 /// Everything the status depends on besides the outcome.
@@ -30,9 +31,11 @@ pub fn status(input: &StatusInput, outcome: &Outcome) -> ApiKeyStatus {
     let current = input.current.cloned().unwrap_or_default();
     let (phase, reason, message) = describe(outcome, input.secret_name);
     let key = recorded_key(&current, input, outcome);
+    let conditions = conditions_for(&current, input, phase, reason, &message);
+    let expiry_warned_at = expiry_warned_at(&current, &conditions, input);
     ApiKeyStatus {
         phase: Some(phase),
-        conditions: conditions_for(&current, input, phase, reason, &message),
+        conditions,
         observed_generation: input.generation,
         key_id: key.key_id,
         key_hash: key.key_hash,
@@ -42,6 +45,7 @@ pub fn status(input: &StatusInput, outcome: &Outcome) -> ApiKeyStatus {
             Outcome::Revealed => current.revealed_at.clone().or(Some(Time(input.now))),
             _ => current.revealed_at.clone(),
         },
+        expiry_warned_at,
         // Replaced only when this status change is itself a transition.
         last_transitions: current.last_transitions,
     }
@@ -180,6 +184,27 @@ fn conditions_for(
         }));
     }
     out
+}
+
+/// When the key was last warned of its expiry after this change: now, if
+/// ExpiringSoon turns True and `expiry_warning::warns` says it is a warning
+/// (it then makes the ExpiringSoon transition); else as before.
+fn expiry_warned_at(
+    current: &ApiKeyStatus,
+    conditions: &[Condition],
+    input: &StatusInput,
+) -> Option<Time> {
+    let last = current.expiry_warned_at.clone();
+    let soon = conditions::true_among(
+        conditions.iter().map(|c| (&*c.type_, &*c.status)),
+        EXPIRING_SOON,
+    );
+    let turns_true = soon && !conditions::expiring_soon(Some(current));
+    let at = last.as_ref().map(|t| t.0);
+    match turns_true && expiry_warning::warns(at, input.now, input.expiry_warning) {
+        true => Some(Time(input.now)),
+        false => last,
+    }
 }
 
 /// Whether `desired` differs from `current` in anything but condition

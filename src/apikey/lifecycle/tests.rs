@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{EXPIRING_SOON, READY, RECONCILING, STALLED};
 use super::*;
@@ -432,6 +433,55 @@ fn expiring_soon_turns_true_inside_the_window_once() {
         &active(),
     );
     assert!(transitions(Some(&inside), &still).is_empty());
+}
+
+#[test]
+fn a_key_moved_in_and_out_of_the_window_is_warned_once_per_window() {
+    // Inside the 7-day window, then out, then in again, every minute: the
+    // condition follows expiresAt each time; only the first turn warns.
+    let (inside, outside) = (ts("2027-01-03T00:00:00Z"), ts("2027-06-01T00:00:00Z"));
+    let mut current = status(&input(None, Some(outside), NOW), &active());
+    let mut warnings = 0;
+    for minute in 0..200 {
+        let now = ts(NOW) + jiff::SignedDuration::from_mins(minute);
+        let expires = if minute % 2 == 0 { inside } else { outside };
+        let mut step = input(Some(&current), Some(expires), NOW);
+        step.now = now;
+        let next = status(&step, &active());
+        let soon = next
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ExpiringSoon" && c.status == "True");
+        assert_eq!(soon, minute % 2 == 0, "the condition follows expiresAt");
+        warnings += transitions(Some(&current), &next)
+            .iter()
+            .filter(|t| **t == Transition::ExpiringSoon)
+            .count();
+        current = next;
+    }
+    assert_eq!(warnings, 1);
+    assert_eq!(current.expiry_warned_at, Some(Time(ts(NOW))));
+    // A whole window later, a key whose expiry comes round is warned again.
+    let later = ts("2027-01-08T00:00:00Z");
+    let mut out = input(
+        Some(&current),
+        Some(later + jiff::SignedDuration::from_hours(24 * 30)),
+        NOW,
+    );
+    out.now = later;
+    let away = status(&out, &active());
+    let mut back = input(
+        Some(&away),
+        Some(later + jiff::SignedDuration::from_hours(24)),
+        NOW,
+    );
+    back.now = later;
+    let again = status(&back, &active());
+    assert_eq!(
+        transitions(Some(&away), &again),
+        vec![Transition::ExpiringSoon]
+    );
+    assert_eq!(again.expiry_warned_at, Some(Time(later)));
 }
 
 #[test]

@@ -7,8 +7,9 @@ use crate::apikey::action::Transition;
 use crate::apikey::{ApiKeyStatus, Phase, TransitionRecord, TransitionTime};
 
 /// The transitions between two statuses: a first recorded key (minted), a
-/// phase change (or a Rejected key rejected for another reason), and the
-/// ExpiringSoon condition turning true.
+/// phase change (or a Rejected key rejected for another reason), and a
+/// warning of expiry (`expiry_warning`: the ExpiringSoon condition turning
+/// True, at most once per warning window).
 pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<Transition> {
     let mut out = Vec::new();
     // A key recorded for the first time was minted, even if the same
@@ -25,7 +26,8 @@ pub fn transitions(before: Option<&ApiKeyStatus>, after: &ApiKeyStatus) -> Vec<T
     if before.and_then(|s| s.revealed_at.as_ref()).is_none() && after.revealed_at.is_some() {
         out.push(Transition::Revealed);
     }
-    if conditions::expiring_soon(Some(after)) && !conditions::expiring_soon(before) {
+    let warned = |s: Option<&ApiKeyStatus>| s.and_then(|s| s.expiry_warned_at.clone());
+    if after.expiry_warned_at.is_some() && warned(before) != warned(Some(after)) {
         out.push(Transition::ExpiringSoon);
     }
     out

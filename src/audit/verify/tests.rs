@@ -2,9 +2,10 @@ use jiff::SignedDuration;
 
 use super::*;
 use crate::audit::entry::hash_line;
+use crate::audit::seal::AuditKey;
 use crate::audit::segment::parse_segment;
-use crate::audit::testing::{build, seg_name, ts};
-use crate::audit::{Action, chain, format_time, pruned_draft};
+use crate::audit::testing::{build, seg_name, test_key, ts};
+use crate::audit::{Action, chain, chain_all_sealed, format_time, pruned_draft};
 
 /// Segments as (name, lines), named by their place in the full stream
 /// so that a slice (what retention kept) keeps the names.
@@ -194,7 +195,8 @@ fn the_last_entry_is_covered_only_partly_by_the_chain() {
             _ => assert!(result.is_ok(), "{field}"),
         }
         // ...but not against a checkpoint.
-        let f = verify_with_checkpoint(&pairs(&tampered), &head).expect_err(field);
+        let f =
+            verify_with_checkpoint(&pairs(&tampered), &head, &with_key(&key())).expect_err(field);
         assert_eq!(f.kind, FindingKind::Modified, "{field}: {f}");
     }
     // An edit that breaks the line is caught.
@@ -217,8 +219,9 @@ fn deleting_a_single_entry_is_removed() {
         if index == entries.len() - 1 {
             // Truncation at the end leaves a valid, shorter chain.
             assert!(result.is_ok());
-            let f = verify_with_checkpoint(&pairs(&cut), &Head::of(&entries[index]))
-                .expect_err("checkpoint catches it");
+            let f =
+                verify_with_checkpoint(&pairs(&cut), &Head::of(&entries[index]), &with_key(&key()))
+                    .expect_err("checkpoint catches it");
             assert_eq!(
                 f.kind,
                 FindingKind::Removed {
@@ -327,6 +330,15 @@ fn segments_out_of_order_are_reordered() {
     assert_eq!((f.kind, f.seq), (FindingKind::Reordered, Some(5)), "{f}");
 }
 
+fn key() -> AuditKey {
+    test_key(7)
+}
+
+/// What `keymint audit verify` knows with the key.
+fn with_key(k: &AuditKey) -> Keyring<'_> {
+    Keyring::Key(k)
+}
+
 /// Twelve entries in four segments of three, then pruned entries for
 /// each of `through` (seqs), appended to the last segment.
 fn pruned_stream(through: &[usize]) -> (Vec<Entry>, Segs) {
@@ -335,7 +347,7 @@ fn pruned_stream(through: &[usize]) -> (Vec<Entry>, Segs) {
         let head = Head::of(&entries[entries.len() - 1]);
         let through = Head::of(&entries[seq - 1]);
         let draft = pruned_draft(ts("2026-04-01T00:00:00Z"), "keymint-1", &through, seq / 3);
-        entries.push(chain(&head, &draft).0);
+        entries.push(key().seal(chain(&head, &draft).0));
     }
     let rest = entries.len() - 9;
     let segs = split(&entries, &[3, 3, 3, rest]);
@@ -435,26 +447,163 @@ fn checkpoints_catch_what_the_chain_cannot() {
     let entries = build(12);
     let segs = split(&entries, &[4, 4, 4]);
     let head = Head::of(&entries[11]);
-    let ok = verify_with_checkpoint(&pairs(&segs), &head).expect("unchanged");
+    let ok = verify_with_checkpoint(&pairs(&segs), &head, &with_key(&key())).expect("unchanged");
     assert_eq!(ok.head, head);
     // Entries appended since the checkpoint are fine.
-    verify_with_checkpoint(&pairs(&segs), &Head::of(&entries[7])).expect("older checkpoint");
-    verify_with_checkpoint(&pairs(&segs), &Head::genesis()).expect("genesis");
+    verify_with_checkpoint(&pairs(&segs), &Head::of(&entries[7]), &with_key(&key()))
+        .expect("older checkpoint");
+    verify_with_checkpoint(&pairs(&segs), &Head::genesis(), &with_key(&key())).expect("genesis");
     // A checkpoint that retention has pruned since cannot be compared.
     let (pruned_entries, psegs) = pruned_stream(&[6]);
-    verify_with_checkpoint(&pairs(&psegs[2..]), &Head::of(&pruned_entries[2])).expect("pruned");
+    verify_with_checkpoint(
+        &pairs(&psegs[2..]),
+        &Head::of(&pruned_entries[2]),
+        &with_key(&key()),
+    )
+    .expect("pruned");
     // A checkpoint the stream disagrees with.
     let forged = Head {
         seq: 8,
         hash: hash_line("forged"),
     };
-    let f = verify_with_checkpoint(&pairs(&segs), &forged).expect_err("mismatch");
+    let f =
+        verify_with_checkpoint(&pairs(&segs), &forged, &with_key(&key())).expect_err("mismatch");
     assert_eq!(
         (f.kind, f.seq, f.line),
         (FindingKind::Modified, Some(8), 4),
         "{f}"
     );
     // Entries missing at the end (all of them, here).
-    let f = verify_with_checkpoint(&[(seg_name(0), String::new())], &head).expect_err("empty");
+    let f = verify_with_checkpoint(&[(seg_name(0), String::new())], &head, &with_key(&key()))
+        .expect_err("empty");
     assert_eq!(f.kind, FindingKind::Removed { first: 1, last: 12 }, "{f}");
+}
+
+#[test]
+fn a_pruning_written_without_the_key_is_forged() {
+    // Someone who may write the segments deletes them through the
+    // checkpoint (entry 8) and appends a pruned entry vouching for the rest.
+    let entries = build(12);
+    let checkpoint = Head::of(&entries[7]);
+    let through = Head::of(&entries[8]);
+    let draft = pruned_draft(ts("2026-04-01T00:00:00Z"), "keymint-0", &through, 3);
+    let (forged, _) = chain(&Head::of(&entries[11]), &draft);
+    let mut kept = entries[9..].to_vec();
+    kept.push(forged.clone());
+    let segs = split(&kept, &[4]);
+    // The chain alone accepts it: the attack this seal answers.
+    verify(&pairs(&segs)).expect("a well-formed chain");
+    let f =
+        verify_with_checkpoint(&pairs(&segs), &checkpoint, &with_key(&key())).expect_err("forged");
+    assert_eq!((f.kind, f.seq), (FindingKind::Forged, Some(13)), "{f}");
+    assert!(f.to_string().contains("is forged"), "{f}");
+    // Sealed with another key, or a sealed entry changed: forged too.
+    for entry in [test_key(9).seal(forged.clone()), {
+        let mut e = key().seal(forged.clone());
+        e.message = "retention removed nothing to see".to_string();
+        e
+    }] {
+        let mut kept = entries[9..].to_vec();
+        kept.push(entry);
+        let f = verify_with_checkpoint(&pairs(&split(&kept, &[4])), &checkpoint, &with_key(&key()))
+            .expect_err("forged");
+        assert_eq!(f.kind, FindingKind::Forged, "{f}");
+    }
+    // Sealed by keymint: the same pruning verifies.
+    let mut kept = entries[9..].to_vec();
+    kept.push(key().seal(forged));
+    verify_with_checkpoint(&pairs(&split(&kept, &[4])), &checkpoint, &with_key(&key()))
+        .expect("keymint's own pruning");
+}
+
+#[test]
+fn without_the_key_a_stream_relying_on_a_pruning_cannot_be_verified() {
+    let cannot = Keyring::Unreadable("cannot read Secret keymint-system/keymint-audit-key".into());
+    let (entries, segs) = pruned_stream(&[6]);
+    let f = verify_with_checkpoint(&pairs(&segs[2..]), &Head::of(&entries[8]), &cannot)
+        .expect_err("no key");
+    assert_eq!((f.kind, f.seq), (FindingKind::Unverifiable, Some(7)), "{f}");
+    assert!(f.detail.contains("keymint-audit-key"), "{f}");
+    // A stream that starts with entry 1 needs no key.
+    verify_with_checkpoint(&pairs(&segs), &Head::of(&entries[8]), &cannot).expect("from entry 1");
+}
+
+#[test]
+fn a_stream_that_started_over_says_so_against_an_older_checkpoint() {
+    let k = key();
+    let drafts: Vec<_> = (1..=4).map(crate::audit::testing::draft).collect();
+    let (stream, _) = chain_all_sealed(&Head::genesis(), &drafts, &k);
+    assert!(stream[0].seal.is_some() && stream[1].seal.is_none());
+    let segs = pairs(&split(&stream, &[4]));
+    // Its own checkpoints verify.
+    verify_with_checkpoint(&segs, &Head::of(&stream[2]), &with_key(&k)).expect("own checkpoint");
+    // A checkpoint of the stream before, at a seq the new stream has gone
+    // past: started over, certainly.
+    let old = build(20);
+    let f =
+        verify_with_checkpoint(&segs, &Head::of(&old[2]), &with_key(&k)).expect_err("started over");
+    assert_eq!(
+        (f.kind, f.seq, f.line),
+        (FindingKind::StartedOver, Some(1), 1),
+        "{f}"
+    );
+    assert!(f.to_string().starts_with("the stream started over"), "{f}");
+    assert!(f.detail.contains("from the stream before"), "{f}");
+    // Beyond its end, or at its last entry: cut or edited, or started over;
+    // the finding says both.
+    for (checkpoint, kind) in [
+        (
+            Head::of(&old[19]),
+            FindingKind::Removed { first: 5, last: 20 },
+        ),
+        (Head::of(&old[3]), FindingKind::Modified),
+    ] {
+        let f = verify_with_checkpoint(&segs, &checkpoint, &with_key(&k)).expect_err("no match");
+        assert_eq!(f.kind, kind, "{f}");
+        assert!(f.detail.contains("or the stream started over at"), "{f}");
+    }
+    // A start sealed with another key is forged; an unsealed entry 1 (a
+    // stream older than seals) claims nothing, and the checkpoint finding
+    // is the chain's.
+    let (other, _) = chain_all_sealed(&Head::genesis(), &drafts, &test_key(9));
+    let f = verify_with_checkpoint(
+        &pairs(&split(&other, &[4])),
+        &Head::genesis(),
+        &with_key(&k),
+    )
+    .expect_err("forged start");
+    assert_eq!((f.kind, f.seq), (FindingKind::Forged, Some(1)), "{f}");
+    let plain = pairs(&split(&build(4), &[4]));
+    let f = verify_with_checkpoint(&plain, &Head::of(&old[19]), &with_key(&k)).expect_err("short");
+    assert_eq!(f.kind, FindingKind::Removed { first: 5, last: 20 }, "{f}");
+    assert!(!f.detail.contains("started over"), "{f}");
+}
+
+#[test]
+fn an_unsealed_pruning_from_before_seals_is_accepted_once_nothing_relies_on_it() {
+    // Entries 1-12, an unsealed pruning through entry 3 (written by an
+    // older keymint), then a sealed one through entry 6.
+    let mut entries = build(12);
+    let prune = |entries: &mut Vec<Entry>, seq: usize, sealed: bool| {
+        let head = Head::of(&entries[entries.len() - 1]);
+        let draft = pruned_draft(
+            ts("2026-04-01T00:00:00Z"),
+            "keymint-1",
+            &Head::of(&entries[seq - 1]),
+            1,
+        );
+        let entry = chain(&head, &draft).0;
+        entries.push(if sealed { key().seal(entry) } else { entry });
+    };
+    prune(&mut entries, 3, false);
+    prune(&mut entries, 6, true);
+    let segs = split(&entries, &[3, 3, 3, 5]);
+    let checkpoint = Head::of(&entries[8]);
+    // Relying on the sealed pruning: fine.
+    verify_with_checkpoint(&pairs(&segs[2..]), &checkpoint, &with_key(&key()))
+        .expect("sealed anchor");
+    // Relying on the unsealed one: forged.
+    let f = verify_with_checkpoint(&pairs(&segs[1..]), &checkpoint, &with_key(&key()))
+        .expect_err("unsealed anchor");
+    assert_eq!((f.kind, f.seq), (FindingKind::Forged, Some(13)), "{f}");
 }

@@ -411,7 +411,7 @@ pub async fn record_secret_uids(
     let sink = seen.clone();
     watch_from_here(secrets, watcher::Config::default(), move |event| {
         if let watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) = event
-            && secret.name_any() != keymint::runtime::seal_key::SECRET_NAME
+            && !keymint::runtime::key_secret::ALL.contains(&secret.name_any().as_str())
         {
             sink.lock()
                 .expect("lock")

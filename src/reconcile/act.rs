@@ -19,6 +19,9 @@ use crate::apikey::{ApiKey, ApiKeyStatus};
 /// An ApiKey's Secret, under its deterministic name.
 pub struct KeySecret<'a> {
     api: Api<Secret>,
+    /// The ApiKeys of its namespace: a key's template is read from there
+    /// when the cache did not keep it.
+    api_keys: Api<ApiKey>,
     namespace: String,
     pub name: String,
     /// The ApiKey's UID: what the Secret's controller reference and seal
@@ -46,6 +49,7 @@ impl<'a> KeySecret<'a> {
         let namespace = api_key.namespace().unwrap_or_default();
         KeySecret {
             api: Api::namespaced(client.clone(), &namespace),
+            api_keys: Api::namespaced(client.clone(), &namespace),
             namespace,
             name: secret::name(api_key),
             uid: api_key.uid().unwrap_or_default(),
@@ -69,8 +73,8 @@ impl<'a> KeySecret<'a> {
 
     /// Mints the key and creates its Secret: the commit point. The key is
     /// dropped if the Secret exists, never written anywhere.
-    pub async fn mint(&self, client: &Client, api_key: &ApiKey) -> Result<Minted, Error> {
-        let api_key = with_template(client, api_key).await?;
+    pub async fn mint(&self, api_key: &ApiKey) -> Result<Minted, Error> {
+        let api_key = self.with_template(api_key).await?;
         let minted = key::mint()?;
         let params = PostParams {
             field_manager: Some(MANAGER.to_string()),
@@ -92,6 +96,33 @@ impl<'a> KeySecret<'a> {
         }
     }
 
+    /// The ApiKey with its `secretTemplate`. The controller's cache keeps
+    /// the template only of a key about to mint (`lifecycle::about_to_mint`);
+    /// one admitted later from the waiting line, or a Conflict whose Secret
+    /// went away, has it read from the API server now — never taken as
+    /// empty. An ApiKey gone or replaced (another UID) meanwhile mints
+    /// nothing.
+    async fn with_template<'k>(&self, api_key: &'k ApiKey) -> Result<Cow<'k, ApiKey>, Error> {
+        if lifecycle::about_to_mint(api_key) {
+            return Ok(Cow::Borrowed(api_key));
+        }
+        let name = api_key.name_any();
+        let stored = match self.api_keys.get_opt(&name).await {
+            Ok(Some(stored)) if stored.uid() == api_key.uid() => stored,
+            Ok(_) => return Err(Error::Stale),
+            Err(e) => {
+                let object = Object {
+                    namespace: &self.namespace,
+                    name: &name,
+                };
+                return Err(object.get_api_key(e));
+            }
+        };
+        let mut api_key = api_key.clone();
+        api_key.spec.secret_template = stored.spec.secret_template;
+        Ok(Cow::Owned(api_key))
+    }
+
     /// Deletes the Secret only if it is still the one observed (same UID).
     pub async fn delete(&self, secret_uid: String) -> Result<(), Error> {
         let params = DeleteParams {
@@ -108,32 +139,6 @@ impl<'a> KeySecret<'a> {
             Err(e) => Err(self.object().delete_secret(e)),
         }
     }
-}
-
-/// The ApiKey with its `secretTemplate`. The controller's cache keeps the
-/// template only of a key about to mint (`lifecycle::about_to_mint`); one
-/// admitted later from the waiting line, or a Conflict whose Secret went
-/// away, has it read from the API server now — never taken as empty. An
-/// ApiKey gone or replaced (another UID) meanwhile mints nothing.
-async fn with_template<'k>(client: &Client, api_key: &'k ApiKey) -> Result<Cow<'k, ApiKey>, Error> {
-    if lifecycle::about_to_mint(api_key) {
-        return Ok(Cow::Borrowed(api_key));
-    }
-    let namespace = api_key.namespace().unwrap_or_default();
-    let name = api_key.name_any();
-    let object = Object {
-        namespace: &namespace,
-        name: &name,
-    };
-    let api: Api<ApiKey> = Api::namespaced(client.clone(), &namespace);
-    let stored = match api.get_opt(&name).await {
-        Ok(Some(stored)) if stored.uid() == api_key.uid() => stored,
-        Ok(_) => return Err(Error::Stale),
-        Err(e) => return Err(object.get_api_key(e)),
-    };
-    let mut api_key = api_key.clone();
-    api_key.spec.secret_template = stored.spec.secret_template;
-    Ok(Cow::Owned(api_key))
 }
 
 fn active(minted: &MintedKey, created: &Secret) -> Outcome {

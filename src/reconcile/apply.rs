@@ -82,7 +82,7 @@ async fn act_on(
                 }
                 Ok(()) => match ctx.slots.request(api_key).await? {
                     Slot::Denied { message } => Outcome::Rejected { message },
-                    Slot::Granted => match secret.mint(&ctx.client, api_key).await? {
+                    Slot::Granted => match secret.mint(api_key).await? {
                         Minted::Created { outcome, observed } => return Ok((outcome, observed)),
                         Minted::Exists(found) => {
                             (observed, tried_to_mint) = (found, true);

@@ -65,6 +65,8 @@ pub struct Plan {
     pub keymint_args: Vec<String>,
     /// ApiKeys indexed by the verifier in the `verify` scenario; 0 skips it.
     pub verify_keys: usize,
+    /// ApiKeys indexed by the verifier in the `hostile` scenario; 0 skips it.
+    pub hostile_keys: usize,
     /// Seconds of each load-generator run in the `verify` scenario.
     pub load_seconds: u64,
     /// Install the chart's finalizer policy for keymint's namespaces, as
@@ -94,6 +96,7 @@ impl Plan {
             mint_without_floor: false,
             keymint_args: Vec::new(),
             verify_keys: 1_000,
+            hostile_keys: 1_000,
             load_seconds: 3,
             finalizer_policy: true,
         }
@@ -119,6 +122,7 @@ impl Plan {
             mint_without_floor: false,
             keymint_args: Vec::new(),
             verify_keys: 100_000,
+            hostile_keys: 10_000,
             load_seconds: 10,
             finalizer_policy: true,
         }
@@ -171,6 +175,9 @@ fn main() -> std::process::ExitCode {
             }
             "--verify-keys" => {
                 plan.verify_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            }
+            "--hostile-keys" => {
+                plan.hostile_keys = iter.next().and_then(|s| s.parse().ok()).unwrap_or(0);
             }
             "--keymint-args" => {
                 let args = iter

@@ -102,6 +102,7 @@ pub fn document(
             "concurrency": plan.concurrency,
             "keymint_args": plan.keymint_args,
             "verify_keys": plan.verify_keys,
+            "hostile_keys": plan.hostile_keys,
             "load_seconds": plan.load_seconds,
             "keymint_binary": std::env::var("KEYMINT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keymint").to_string()),
         },
@@ -456,6 +457,7 @@ pub fn table(doc: &Value) -> String {
     }
     crate::history::rows(&r["audit_history"], &mut row);
     verify_rows(&r["verify"], &mut row);
+    crate::scenarios::hostile::rows(&r["hostile"], &mut row);
     let m = &r["memory_big_secrets"];
     if !m.is_null() {
         let s = format!("memory +{} x 1 MiB Secrets", m["big_secrets"]);

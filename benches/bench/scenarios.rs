@@ -4,6 +4,7 @@
 //! the watches saw, the writes in the audit log, CPU and memory.
 
 pub(crate) mod burst;
+pub(crate) mod hostile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -140,6 +141,10 @@ pub async fn run(plan: Plan) -> Result<()> {
     if plan.wants("memory") && plan.big_secrets > 0 {
         let v = big_secrets(&mut ctx).await.unwrap_or_else(failed);
         ctx.record("memory_big_secrets", v).await?;
+    }
+    if plan.wants("hostile") && plan.hostile_keys > 0 {
+        let v = hostile::scenario(&mut ctx).await.unwrap_or_else(failed);
+        ctx.record("hostile", v).await?;
     }
     // Last: its ApiKeys stay in etcd for the rest of the run.
     if plan.wants("verify") && plan.verify_keys > 0 {

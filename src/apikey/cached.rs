@@ -6,7 +6,11 @@
 //! replica's name). Here the empty fields are not there, repeated words are
 //! shared (`Words`), a key's own strings share one allocation (`Texts`), and
 //! times take 12 bytes (`When`). A reconcile gets the `ApiKey` back, rebuilt
-//! field for field (`api_key`).
+//! field for field (`api_key`) — but its `secretTemplate`, kept only while
+//! the key is about to mint (`lifecycle::about_to_mint`): up to 64
+//! annotations a key, declared by the thousand on keys that will never
+//! mint (Rejected, Expired) or never mint again (Active), would make the
+//! cache grow with what tenants declare rather than with what is minted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,8 +19,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::core::error_boundary::InvalidObject;
 
-use crate::apikey::lifecycle::conditions;
 use crate::apikey::lifecycle::reveal::REVEALED_ANNOTATION;
+use crate::apikey::lifecycle::{self, conditions};
 use crate::apikey::{
     ApiKey, ApiKeySpec, ApiKeyStatus, GuardedApiKey, Phase, SecretTemplate, TransitionRecord,
 };
@@ -140,6 +144,8 @@ struct Spec {
 struct SpecRest {
     description: Option<String>,
     secret_name: Option<String>,
+    /// Only while the key is about to mint; None otherwise (the mint
+    /// reads it from the API server should it come to one after all).
     secret_template: Option<SecretTemplate>,
 }
 
@@ -200,7 +206,7 @@ impl CachedApiKey {
         );
         let body = match &watched.0 {
             Ok(api_key) => Body::Readable(Readable {
-                spec: Spec::new(&api_key.spec, words),
+                spec: Spec::new(&api_key.spec, lifecycle::about_to_mint(api_key), words),
                 status: api_key
                     .status
                     .as_ref()
@@ -306,17 +312,17 @@ impl CachedApiKey {
 }
 
 impl Spec {
-    fn new(spec: &ApiKeySpec, words: &mut Words) -> Spec {
-        let rest = (spec.description.is_some()
-            || spec.secret_name.is_some()
-            || spec.secret_template.is_some())
-        .then(|| {
-            Box::new(SpecRest {
-                description: spec.description.clone(),
-                secret_name: spec.secret_name.clone(),
-                secret_template: spec.secret_template.clone(),
-            })
-        });
+    fn new(spec: &ApiKeySpec, about_to_mint: bool, words: &mut Words) -> Spec {
+        let secret_template = spec.secret_template.as_ref().filter(|_| about_to_mint);
+        let rest =
+            (spec.description.is_some() || spec.secret_name.is_some() || secret_template.is_some())
+                .then(|| {
+                    Box::new(SpecRest {
+                        description: spec.description.clone(),
+                        secret_name: spec.secret_name.clone(),
+                        secret_template: secret_template.cloned(),
+                    })
+                });
         Spec {
             project: words.word(&spec.project),
             owner: words.word(&spec.owner),
@@ -489,14 +495,42 @@ mod tests {
     }
 
     #[test]
-    fn gives_back_the_api_key_it_was_given() {
+    fn gives_back_the_api_key_it_was_given_but_a_template_that_will_not_mint() {
         let (before, after) = round_trip(watched(full_status()));
+        let (Ok(mut before), Ok(after)) = (before.0, after.0) else {
+            panic!("readable");
+        };
+        assert!(after.status.is_some() && after.spec.secret_template.is_none());
+        before.spec.secret_template = None;
+        assert_same(&before, &after);
+        assert!(after.annotations().contains_key(REVEALED_ANNOTATION));
+    }
+
+    #[test]
+    fn a_key_about_to_mint_keeps_its_template_and_loses_it_once_decided() {
+        let mut fresh = watched(serde_json::Value::Null);
+        if let Ok(api_key) = &mut fresh.0 {
+            api_key.metadata.deletion_timestamp = None;
+        }
+        let (before, after) = round_trip(fresh);
         let (Ok(before), Ok(after)) = (before.0, after.0) else {
             panic!("readable");
         };
+        assert!(lifecycle::about_to_mint(&after));
         assert_same(&before, &after);
-        assert!(after.status.is_some() && after.spec.secret_template.is_some());
-        assert!(after.annotations().contains_key(REVEALED_ANNOTATION));
+        assert!(after.spec.secret_template.is_some());
+        for phase in ["Rejected", "Expired", "Conflict"] {
+            let mut decided = watched(json!({"phase": phase}));
+            if let Ok(api_key) = &mut decided.0 {
+                api_key.metadata.deletion_timestamp = None;
+            }
+            let (_, after) = round_trip(decided);
+            let Ok(after) = after.0 else {
+                panic!("readable");
+            };
+            assert_eq!(after.spec.secret_template, None, "{phase}");
+            assert_eq!(after.spec.secret_name.as_deref(), Some("ci-key"));
+        }
     }
 
     #[test]

@@ -15,5 +15,5 @@ pub mod secret;
 pub use lean::GuardedApiKey;
 pub use resource::{
     AnnotationValue, ApiKey, ApiKeySpec, ApiKeyStatus, LabelValue, Phase, SecretTemplate,
-    TransitionRecord, TransitionTime, unreadable_field,
+    TEMPLATE_MAX_CHARS, TransitionRecord, TransitionTime, unreadable_field,
 };

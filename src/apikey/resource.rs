@@ -111,10 +111,28 @@ pub struct ApiKeySpec {
     pub show_once: Option<bool>,
 }
 
+/// At most this many characters in a `secretTemplate`: its labels' and
+/// annotations' keys and values together. What Secrets carry in practice
+/// is far less — Reflector's or Replicator's few annotations with a list
+/// of namespaces, Argo CD's tracking id, a team label: a few hundred
+/// characters; 8,192 leaves room for a namespace list of a hundred names.
+/// Without it, 64 annotations of 3,600 characters (about 230 KiB) were
+/// admitted per ApiKey, and every replica of keymint holds what it reads.
+pub const TEMPLATE_MAX_CHARS: usize = 8192;
+
 /// Metadata copied onto the generated Secret. Keys under `keymint.dev/` are
 /// reserved for keymint's own bookkeeping.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// Each entry's key and value are bounded on their own below; this bounds the
+// whole (CEL's `size` counts characters, as the message says).
+#[x_kube(validation = Rule::new(format!(
+    "(has(self.labels) ? self.labels.map(k, size(k) + size(self.labels[k])).sum() : 0) + \
+     (has(self.annotations) ? self.annotations.map(k, size(k) + size(self.annotations[k])).sum() : 0) \
+     <= {TEMPLATE_MAX_CHARS}"
+)).message(format!(
+    "secretTemplate's labels and annotations, keys and values together, must be at most {TEMPLATE_MAX_CHARS} characters"
+).as_str()))]
 pub struct SecretTemplate {
     /// Labels for the Secret (Kubernetes label syntax, at most 64 entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]

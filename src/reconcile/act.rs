@@ -1,6 +1,8 @@
 //! The API calls a reconcile makes on an ApiKey's Secret and status. Each
 //! failure names its call and object ([`Error`]).
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 use super::error::{Error, Object};
 use super::own_writes::OwnWrites;
 use crate::apikey::key::{self, MintedKey};
-use crate::apikey::lifecycle::Outcome;
+use crate::apikey::lifecycle::{self, Outcome};
 use crate::apikey::provenance::SealKey;
 use crate::apikey::secret::{self, MANAGER, Observed};
 use crate::apikey::{ApiKey, ApiKeyStatus};
@@ -17,6 +19,9 @@ use crate::apikey::{ApiKey, ApiKeyStatus};
 /// An ApiKey's Secret, under its deterministic name.
 pub struct KeySecret<'a> {
     api: Api<Secret>,
+    /// The ApiKeys of its namespace: a key's template is read from there
+    /// when the cache did not keep it.
+    api_keys: Api<ApiKey>,
     namespace: String,
     pub name: String,
     /// The ApiKey's UID: what the Secret's controller reference and seal
@@ -44,6 +49,7 @@ impl<'a> KeySecret<'a> {
         let namespace = api_key.namespace().unwrap_or_default();
         KeySecret {
             api: Api::namespaced(client.clone(), &namespace),
+            api_keys: Api::namespaced(client.clone(), &namespace),
             namespace,
             name: secret::name(api_key),
             uid: api_key.uid().unwrap_or_default(),
@@ -68,6 +74,7 @@ impl<'a> KeySecret<'a> {
     /// Mints the key and creates its Secret: the commit point. The key is
     /// dropped if the Secret exists, never written anywhere.
     pub async fn mint(&self, api_key: &ApiKey) -> Result<Minted, Error> {
+        let api_key = self.with_template(api_key).await?;
         let minted = key::mint()?;
         let params = PostParams {
             field_manager: Some(MANAGER.to_string()),
@@ -75,7 +82,7 @@ impl<'a> KeySecret<'a> {
         };
         let created = self
             .api
-            .create(&params, &secret::build(api_key, &minted, self.seal_key))
+            .create(&params, &secret::build(&api_key, &minted, self.seal_key))
             .await;
         match created {
             Ok(created) => Ok(Minted::Created {
@@ -87,6 +94,33 @@ impl<'a> KeySecret<'a> {
             }
             Err(e) => Err(self.object().create_secret(e)),
         }
+    }
+
+    /// The ApiKey with its `secretTemplate`. The controller's cache keeps
+    /// the template only of a key about to mint (`lifecycle::about_to_mint`);
+    /// one admitted later from the waiting line, or a Conflict whose Secret
+    /// went away, has it read from the API server now — never taken as
+    /// empty. An ApiKey gone or replaced (another UID) meanwhile mints
+    /// nothing.
+    async fn with_template<'k>(&self, api_key: &'k ApiKey) -> Result<Cow<'k, ApiKey>, Error> {
+        if lifecycle::about_to_mint(api_key) {
+            return Ok(Cow::Borrowed(api_key));
+        }
+        let name = api_key.name_any();
+        let stored = match self.api_keys.get_opt(&name).await {
+            Ok(Some(stored)) if stored.uid() == api_key.uid() => stored,
+            Ok(_) => return Err(Error::Stale),
+            Err(e) => {
+                let object = Object {
+                    namespace: &self.namespace,
+                    name: &name,
+                };
+                return Err(object.get_api_key(e));
+            }
+        };
+        let mut api_key = api_key.clone();
+        api_key.spec.secret_template = stored.spec.secret_template;
+        Ok(Cow::Owned(api_key))
     }
 
     /// Deletes the Secret only if it is still the one observed (same UID).

@@ -32,6 +32,12 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error("cannot read ApiKey {object} for its secretTemplate: {}", describe(.source))]
+    GetApiKey {
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     #[error("cannot write the status of ApiKey {object}: {}", describe(.source))]
     WriteStatus {
         object: String,
@@ -106,6 +112,7 @@ impl Error {
             | Error::CreateSecret { .. }
             | Error::DeleteSecret { .. }
             | Error::WriteStatus { .. }
+            | Error::GetApiKey { .. }
             | Error::Slot(SlotError::GetApiKey { .. }) => Category::KubernetesApi,
             Error::Slot(SlotError::Ledger(e)) => ledger_category(e),
             Error::Finalizer { .. } | Error::FinalizerRefused(..) => Category::Finalizer,
@@ -153,6 +160,13 @@ impl Object<'_> {
 
     pub fn delete_secret(&self, source: kube::Error) -> Error {
         Error::DeleteSecret {
+            object: self.named(),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn get_api_key(&self, source: kube::Error) -> Error {
+        Error::GetApiKey {
             object: self.named(),
             source: Box::new(source),
         }

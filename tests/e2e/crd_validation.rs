@@ -11,7 +11,7 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
-use crate::support::TestNamespace;
+use crate::support::{TestNamespace, templates};
 
 fn api_keys(ns: &TestNamespace) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("keymint.dev", "v1alpha1", "ApiKey");
@@ -304,6 +304,11 @@ fn refused_on_create() -> Vec<Refused> {
             expect: &["spec.secretTemplate.annotations", "reserved for keymint"],
         },
         Refused {
+            case: "secretTemplate one character over its total bound",
+            spec: spec_with("secretTemplate", templates::at_bound(1, 'a')),
+            expect: &["spec.secretTemplate", "must be at most 8192 characters"],
+        },
+        Refused {
             case: "secretTemplate that is a string",
             spec: spec_with("secretTemplate", json!("labels")),
             expect: &["spec.secretTemplate", "must be of type object"],
@@ -443,6 +448,10 @@ async fn immutable_fields_cannot_change_after_creation() {
 async fn valid_api_keys_are_accepted_including_edge_cases() {
     let ns = TestNamespace::new("crd-accepted").await;
     let api = api_keys(&ns);
+    // The bound's edge exactly: one character more is refused above.
+    let bound = keymint::apikey::TEMPLATE_MAX_CHARS;
+    assert_eq!(templates::chars(&templates::at_bound(0, '🔑')), bound);
+    assert_eq!(templates::chars(&templates::at_bound(1, 'a')), bound + 1);
     let cases: Vec<(&str, Value)> = vec![
         ("minimal: no description, no expiry", valid_spec()),
         (
@@ -497,6 +506,10 @@ async fn valid_api_keys_are_accepted_including_edge_cases() {
             ),
         ),
         ("64 labels", spec_with("secretTemplate/labels", labels(64))),
+        (
+            "the largest secretTemplate, counted in characters (of four bytes each)",
+            spec_with("secretTemplate", templates::at_bound(0, '🔑')),
+        ),
         (
             "label key name of 63 characters",
             spec_with(

@@ -20,6 +20,7 @@ mod ha;
 mod image;
 mod leaks;
 mod list_watch;
+mod memory;
 mod minting;
 mod owner_binding;
 mod packaging;

@@ -10,8 +10,8 @@
 //! is the floor server.
 
 mod nginx;
-mod server;
-mod wrk;
+pub(crate) mod server;
+pub(crate) mod wrk;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -159,11 +159,11 @@ fn median(runs: &[Run], figure: fn(&Run) -> f64) -> f64 {
     figure(median_run(runs, figure))
 }
 
-pub(super) fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-pub(super) fn ratio(a: f64, b: f64) -> Value {
+pub(crate) fn ratio(a: f64, b: f64) -> Value {
     match b > 0.0 {
         true => json!(round3(a / b)),
         false => Value::Null,
@@ -172,13 +172,13 @@ pub(super) fn ratio(a: f64, b: f64) -> Value {
 
 /// The project of the `i`th key: keys come ten to an owner, owners spread
 /// over four projects.
-fn project_of(i: usize) -> String {
+pub(crate) fn project_of(i: usize) -> String {
     format!("proj{}", (i / 10) % 4)
 }
 
 /// Creates `n` ApiKeys and gives each an Active status with the hash of a
 /// freshly minted key; returns (name, key) of the last REVOCATIONS + 1.
-async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> {
+pub(crate) async fn populate(api: &Api<ApiKey>, n: usize) -> Result<Vec<(String, String)>> {
     let kept = n.saturating_sub(REVOCATIONS + 1);
     let results: Vec<Result<Option<(String, String)>>> = futures::stream::iter(0..n)
         .map(|i| {

@@ -12,10 +12,10 @@ use crate::procs::http_get;
 
 pub const FLOOR_ROLE: &str = "verify-floor";
 const FLOOR_LINE: &str = "verify-floor: serving addr=";
-pub(super) struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     log_path: PathBuf,
-    pub(super) addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     marker: &'static str,
     started: Instant,
 }
@@ -23,7 +23,7 @@ pub(super) struct Server {
 impl Server {
     /// `keymint verifier` (release) for `ns`, as the cluster admin; its
     /// log is `target/bench/logs/<tag>.log`.
-    pub(super) fn verifier(cp: &ControlPlane, ns: &str, tag: &str) -> Result<Server> {
+    pub(crate) fn verifier(cp: &ControlPlane, ns: &str, tag: &str) -> Result<Server> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
         command
             .args(["verifier", "--watch-namespace", ns])
@@ -71,7 +71,7 @@ impl Server {
 
     /// Waits for the address in the log, then for /readyz (the verifier's
     /// index is synced) or any answer (the floor); how long from the start.
-    pub(super) async fn ready(&mut self) -> Result<Duration> {
+    pub(crate) async fn ready(&mut self) -> Result<Duration> {
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -104,7 +104,23 @@ impl Server {
         Err(format!("not ready within 300 s; see {}", self.log_path.display()).into())
     }
 
-    pub(super) fn url(&self, path: &str) -> String {
+    /// The verifier's gRPC (ext_authz) address, from its log.
+    pub(crate) fn grpc_addr(&self) -> Result<SocketAddr> {
+        let log = std::fs::read_to_string(&self.log_path)?;
+        log.lines()
+            .find_map(|line| {
+                let rest = line.split("serving gRPC").nth(1)?;
+                rest.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| format!("no gRPC address in {}", self.log_path.display()).into())
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -112,11 +128,11 @@ impl Server {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    pub(super) fn rss_mib(&self) -> f64 {
+    pub(crate) fn rss_mib(&self) -> f64 {
         cluster::memory_kib(self.pid()).1 as f64 / 1024.0
     }
 
-    pub(super) fn peak_rss_mib(&self) -> f64 {
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
         cluster::memory_kib(self.pid()).0 as f64 / 1024.0
     }
 
@@ -126,7 +142,7 @@ impl Server {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
-    pub(super) fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

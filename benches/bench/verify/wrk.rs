@@ -14,7 +14,7 @@ const PEAK_CONNECTIONS: usize = 64;
 /// The pause of each paced connection between requests.
 const PACED_GAP_MS: f64 = 1.0;
 #[derive(Clone, Copy)]
-pub(super) enum Load {
+pub(crate) enum Load {
     /// As fast as PEAK_CONNECTIONS connections go.
     Peak,
     /// About this many requests per second: connections that each pause
@@ -22,16 +22,16 @@ pub(super) enum Load {
     Paced(f64),
 }
 
-pub(super) struct Run {
-    pub(super) rps: f64,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
     p50_ms: f64,
-    pub(super) p99_ms: f64,
+    pub(crate) p99_ms: f64,
     non_2xx: u64,
     connections: usize,
 }
 
 impl Run {
-    pub(super) fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({"requests_per_s": round3(self.rps), "p50_ms": round3(self.p50_ms),
                "p99_ms": round3(self.p99_ms), "non_2xx": self.non_2xx,
                "connections": self.connections})
@@ -39,7 +39,7 @@ impl Run {
 }
 
 /// One wrk run (1 thread) against `url` with `header`.
-pub(super) fn wrk(url: &str, header: &str, load: Load, seconds: u64) -> Result<Run> {
+pub(crate) fn wrk(url: &str, header: &str, load: Load, seconds: u64) -> Result<Run> {
     let (connections, script) = match load {
         Load::Peak => (PEAK_CONNECTIONS, None),
         Load::Paced(rate) => {

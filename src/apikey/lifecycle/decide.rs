@@ -160,6 +160,23 @@ pub fn waits_for_slot(api_key: &ApiKey, now: Timestamp) -> bool {
         && api_key.spec.expires_at.as_ref().is_none_or(|t| t.0 > now)
 }
 
+/// Whether keymint is about to mint this key: never minted, not being
+/// deleted, and nothing decided about it yet (no phase, or Pending — a
+/// first attempt, or one retried after a failed call). Only such a key's
+/// `secretTemplate` is kept in the controller's cache: a Rejected,
+/// Conflict or Expired key may be declared by the thousand and mint
+/// nothing, and a minted one never mints again. A key that is not about
+/// to mint and still reaches a mint (admitted from the waiting line, or a
+/// Conflict whose Secret went away) has its template read from the API
+/// server at that moment. A pure function of the object, with no clock:
+/// the cache and the mint judge the same object alike.
+pub fn about_to_mint(api_key: &ApiKey) -> bool {
+    let status = api_key.status.as_ref();
+    api_key.metadata.deletion_timestamp.is_none()
+        && !minted(status)
+        && matches!(status.and_then(|s| s.phase), None | Some(Phase::Pending))
+}
+
 /// A Secret keymint proves it minted for this ApiKey, but no key recorded:
 /// an attempt stopped between creating the Secret and writing the status.
 /// Record the key it holds — never mint a second one.

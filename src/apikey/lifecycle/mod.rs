@@ -12,7 +12,7 @@ pub mod schedule;
 pub mod status;
 pub mod transitions;
 
-pub use decide::{KeyRecord, Outcome, Step, decide, minted, waits_for_slot};
+pub use decide::{KeyRecord, Outcome, Step, about_to_mint, decide, minted, waits_for_slot};
 pub use schedule::{next_check, verified_periodically};
 pub use status::{StatusInput, needs_write, status};
 pub use transitions::{last_transition_number, number_transitions, transitions};

@@ -124,6 +124,41 @@ fn a_key_waits_for_a_slot_exactly_when_decide_would_request_one() {
 }
 
 #[test]
+fn only_a_key_nothing_was_decided_about_is_about_to_mint() {
+    let phases = [
+        Phase::Pending,
+        Phase::Active,
+        Phase::Rejected,
+        Phase::Conflict,
+        Phase::Expired,
+        Phase::SecretLost,
+        Phase::SecretTampered,
+        Phase::NeverShown,
+    ];
+    let mut statuses = vec![None, Some(minted("h"))];
+    statuses.extend(phases.map(|p| Some(with_phase(p))));
+    for status in statuses {
+        let key = api_key(status.clone(), None);
+        let expected = status
+            .as_ref()
+            .is_none_or(|s| s.key_hash.is_none() && s.phase == Some(Phase::Pending));
+        assert_eq!(about_to_mint(&key), expected, "{status:?}");
+        // Every key keymint may mint is about to, or waits in line (and
+        // has its template read when admitted), or is a Conflict.
+        let requests =
+            decide(status.as_ref(), None, ts(NOW), &Observed::Missing, None) == Step::RequestSlot;
+        let conflict = status.as_ref().and_then(|s| s.phase) == Some(Phase::Conflict);
+        assert!(!about_to_mint(&key) || requests, "{status:?}");
+        assert!(!requests || about_to_mint(&key) || waits_for_slot(&key, ts(NOW)) || conflict);
+    }
+    let mut deleting = api_key(None, None);
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(NOW)),
+    );
+    assert!(!about_to_mint(&deleting), "a key being deleted never mints");
+}
+
+#[test]
 fn a_secret_keymint_cannot_prove_is_a_conflict_and_records_nothing() {
     // Our ownerReference, a well-formed key, no valid seal: what a tenant
     // who may create Secrets can write. Before and after an admission.

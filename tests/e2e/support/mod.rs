@@ -22,6 +22,7 @@ pub mod manifests;
 pub mod nginx;
 pub mod operator;
 pub mod raw_http;
+pub mod templates;
 pub mod traefik;
 pub mod upstream;
 pub mod verifier;

@@ -162,6 +162,27 @@ impl Operator {
         super::exit_code(self.child.as_mut()?, timeout).await
     }
 
+    /// Its peak and current resident memory, in KiB (VmHWM and VmRSS of
+    /// /proc/<pid>/status).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("the operator runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("the operator's /proc status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

@@ -28,6 +28,8 @@ pub struct Verifier {
     pub log_path: PathBuf,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// /healthz, /readyz and /metrics.
+    pub probe: SocketAddr,
 }
 
 /// How a test starts the verifier, beyond the defaults.
@@ -81,12 +83,13 @@ impl Verifier {
         let mut verifier = Verifier::spawn_as(ns, launch).await;
         verifier.http = verifier.logged_addr("serving HTTP").await;
         verifier.grpc = verifier.logged_addr("serving gRPC").await;
+        verifier.probe = verifier.logged_addr("serving probes").await;
         if unready {
             return verifier;
         }
-        let http = verifier.http;
+        let probe = verifier.probe;
         eventually(Duration::from_secs(20), || async move {
-            raw_http::get(http, "/readyz", &[]).await.status == 200
+            raw_http::get(probe, "/readyz", &[]).await.status == 200
         })
         .await;
         verifier
@@ -120,6 +123,7 @@ impl Verifier {
         command
             .args(["verifier", "--watch-namespace", &ns.name])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--probe-addr", "127.0.0.1:0"])
             .args(launch.args)
             .env(
                 "KUBECONFIG",
@@ -140,6 +144,7 @@ impl Verifier {
             log_path,
             http: "0.0.0.0:0".parse().expect("addr"),
             grpc: "0.0.0.0:0".parse().expect("addr"),
+            probe: "0.0.0.0:0".parse().expect("addr"),
         }
     }
 

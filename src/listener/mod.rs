@@ -1,0 +1,19 @@
+//! Every TCP listener keymint serves on, bounded against hostile clients:
+//! the operator's probes and metrics, the verifier's HTTP, gRPC and probe
+//! ports. Below the handlers, so no route can forget a bound.
+//!
+//! - `limits`: the bounds, as flags shared by `keymint run` and
+//!   `keymint verifier` (and the verifier's gRPC ones).
+//! - `gate`: connection slots, in total and per source address (pure
+//!   bookkeeping, unit-tested).
+//! - `admitted`: the accept loop, and an accepted connection that holds its
+//!   slot and must send its first byte in time.
+//! - `http1`: the HTTP/1 server (head size and time, graceful shutdown).
+//! - `grpc`: the HTTP/2 (gRPC) server (streams, resets, keepalive, age,
+//!   message size, requests in flight).
+
+pub mod admitted;
+pub mod gate;
+pub mod grpc;
+pub mod http1;
+pub mod limits;

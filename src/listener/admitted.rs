@@ -10,7 +10,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ pub struct Admitted {
 
 /// Waits for a slot in `gate`, then for a connection that its source's cap
 /// admits (one over the cap is closed at once).
-pub async fn accept(listener: &TcpListener, gate: &Arc<Gate>, first_byte: Duration) -> Admitted {
+pub async fn accept(listener: &TcpListener, gate: &Gate, first_byte: Duration) -> Admitted {
     loop {
         let vacancy = gate.vacancy().await;
         let (stream, peer) = match listener.accept().await {

@@ -3,37 +3,32 @@
 //! address, so that one pod's flood cannot take the slots of the others
 //! (the kubelet probes from the node's address).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::listener::limits::ListenerLimits;
+use crate::listener::per_source::{Held, PerSource};
 
 pub struct Gate {
-    per_source: u32,
     total: Arc<Semaphore>,
-    /// Open connections by source; an address leaves the map with its last
-    /// connection, so the map is never larger than the total.
-    held: Mutex<HashMap<IpAddr, u32>>,
+    sources: Arc<PerSource>,
 }
 
 /// One connection's place: its share of the total and of its source's cap,
 /// both given back when it is dropped (the connection closed).
 pub struct Slot {
-    gate: Arc<Gate>,
-    source: IpAddr,
+    _source: Held,
     _total: OwnedSemaphorePermit,
 }
 
 impl Gate {
-    pub fn new(limits: &ListenerLimits) -> Arc<Gate> {
-        Arc::new(Gate {
-            per_source: limits.max_connections_per_source,
+    pub fn new(limits: &ListenerLimits) -> Gate {
+        Gate {
             total: Arc::new(Semaphore::new(limits.max_connections as usize)),
-            held: Mutex::new(HashMap::new()),
-        })
+            sources: PerSource::new(limits.max_connections_per_source),
+        }
     }
 
     /// Waits for a free place in the total: the listener accepts nothing
@@ -46,47 +41,13 @@ impl Gate {
     }
 
     /// The slot of a connection accepted from `source` with `vacancy`, or
-    /// None when that source already holds its cap.
-    pub fn admit(self: &Arc<Self>, vacancy: OwnedSemaphorePermit, source: IpAddr) -> Option<Slot> {
-        // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
-        let source = source.to_canonical();
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = held.entry(source).or_insert(0);
-        if *count >= self.per_source {
-            return None;
-        }
-        *count += 1;
+    /// None when that source already holds its cap (the vacancy is then
+    /// given back).
+    pub fn admit(&self, vacancy: OwnedSemaphorePermit, source: IpAddr) -> Option<Slot> {
         Some(Slot {
-            gate: self.clone(),
-            source,
+            _source: self.sources.take(source)?,
             _total: vacancy,
         })
-    }
-
-    #[cfg(test)]
-    fn open(&self) -> usize {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|n| *n as usize)
-            .sum()
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut held = self
-            .gate
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = held.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.source);
-            }
-        }
     }
 }
 
@@ -101,7 +62,7 @@ mod tests {
         limits: ListenerLimits,
     }
 
-    fn gate(total: u32, per_source: u32) -> Arc<Gate> {
+    fn gate(total: u32, per_source: u32) -> Gate {
         let flags = Flags::parse_from([
             "test",
             "--max-connections",
@@ -117,35 +78,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_source_cannot_take_the_slots_of_another() {
-        let gate = gate(10, 2);
-        let a1 = gate.admit(gate.vacancy().await, ip("10.0.0.1"));
-        let a2 = gate.admit(gate.vacancy().await, ip("10.0.0.1"));
-        assert!(a1.is_some() && a2.is_some());
-        assert!(gate.admit(gate.vacancy().await, ip("10.0.0.1")).is_none());
-        let b = gate.admit(gate.vacancy().await, ip("10.0.0.2"));
-        assert!(b.is_some(), "another source still gets a slot");
-        drop(a1);
-        assert!(gate.admit(gate.vacancy().await, ip("10.0.0.1")).is_some());
-    }
-
-    #[tokio::test]
-    async fn a_refused_or_closed_connection_gives_its_places_back() {
-        let gate = gate(2, 1);
+    async fn a_source_over_its_cap_is_refused_and_gives_its_vacancy_back() {
+        let gate = gate(10, 1);
         let slot = gate.admit(gate.vacancy().await, ip("10.0.0.1"));
+        assert!(slot.is_some());
         assert!(gate.admit(gate.vacancy().await, ip("10.0.0.1")).is_none());
         assert_eq!(
             gate.total.available_permits(),
-            1,
-            "the refused one's vacancy is back"
+            9,
+            "only the admitted one holds a place"
         );
-        drop(slot);
-        assert_eq!(gate.total.available_permits(), 2);
-        assert_eq!(
-            gate.open(),
-            0,
-            "no address is remembered without a connection"
-        );
+        assert!(gate.admit(gate.vacancy().await, ip("10.0.0.2")).is_some());
     }
 
     #[tokio::test]
@@ -158,15 +101,5 @@ mod tests {
         );
         drop(slot);
         assert!(gate.total.clone().try_acquire_owned().is_ok());
-    }
-
-    #[tokio::test]
-    async fn ipv4_over_ipv6_counts_as_the_ipv4_source() {
-        let gate = gate(10, 1);
-        let _v4 = gate.admit(gate.vacancy().await, ip("10.0.0.1"));
-        assert!(
-            gate.admit(gate.vacancy().await, ip("::ffff:10.0.0.1"))
-                .is_none()
-        );
     }
 }

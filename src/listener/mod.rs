@@ -4,16 +4,18 @@
 //!
 //! - `limits`: the bounds, as flags shared by `keymint run` and
 //!   `keymint verifier` (and the verifier's gRPC ones).
-//! - `gate`: connection slots, in total and per source address (pure
-//!   bookkeeping, unit-tested).
+//! - `gate`: connection slots, in total and per source address.
+//! - `per_source`: places held per source address, each source capped
+//!   (connections, gRPC checks in flight).
 //! - `admitted`: the accept loop, and an accepted connection that holds its
 //!   slot and must send its first byte in time.
 //! - `http1`: the HTTP/1 server (head size and time, graceful shutdown).
 //! - `grpc`: the HTTP/2 (gRPC) server (streams, resets, keepalive, age,
-//!   message size, requests in flight).
+//!   message size, checks in flight in total and per source).
 
 pub mod admitted;
 pub mod gate;
 pub mod grpc;
 pub mod http1;
 pub mod limits;
+pub mod per_source;

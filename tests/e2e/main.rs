@@ -16,6 +16,7 @@ mod expiry;
 mod first_run;
 mod gitops_readiness;
 mod ha;
+mod hostile;
 mod image;
 mod leaks;
 mod list_watch;

@@ -162,6 +162,11 @@ impl Operator {
         super::exit_code(self.child.as_mut()?, timeout).await
     }
 
+    /// The process id, to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

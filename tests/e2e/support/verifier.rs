@@ -401,3 +401,27 @@ pub async fn active_key(ns: &TestNamespace, api_key: &keymint::apikey::ApiKey) -
     let bytes = secret.data.as_ref().expect("data")["api-key"].0.clone();
     String::from_utf8(bytes).expect("a UTF-8 key")
 }
+
+/// An Active ApiKey `name` of project `payments` in `ns`, its status written
+/// by the admin through the status subresource (no operator needed); the
+/// key it names.
+pub async fn admin_active_key(ns: &TestNamespace, name: &str) -> keymint::apikey::key::MintedKey {
+    use keymint::apikey::key;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<keymint::apikey::ApiKey> = ns.api();
+    let minted = key::mint().expect("mint");
+    api.create(
+        &PostParams::default(),
+        &super::api_key(name, "payments", "alice@example.com"),
+    )
+    .await
+    .expect("create the ApiKey");
+    let status = serde_json::json!({"status": {
+        "phase": "Active", "keyId": key::key_id(&minted), "keyHash": key::hash(&minted),
+        "secretName": name,
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write the status as the admin");
+    minted
+}

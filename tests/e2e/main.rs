@@ -21,6 +21,7 @@ mod image;
 mod leaks;
 mod list_watch;
 mod minting;
+mod network_policy;
 mod owner_binding;
 mod packaging;
 mod people;

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::listener::limits::ListenerLimits;
@@ -14,6 +15,8 @@ use crate::listener::per_source::{Held, PerSource};
 pub struct Gate {
     total: Arc<Semaphore>,
     sources: Arc<PerSource>,
+    /// Connections refused by their source's cap.
+    refused: Counter,
 }
 
 /// One connection's place: its share of the total and of its source's cap,
@@ -24,10 +27,11 @@ pub struct Slot {
 }
 
 impl Gate {
-    pub fn new(limits: &ListenerLimits) -> Gate {
+    pub fn new(limits: &ListenerLimits, refused: Counter) -> Gate {
         Gate {
             total: Arc::new(Semaphore::new(limits.max_connections as usize)),
             sources: PerSource::new(limits.max_connections_per_source),
+            refused,
         }
     }
 
@@ -44,8 +48,12 @@ impl Gate {
     /// None when that source already holds its cap (the vacancy is then
     /// given back).
     pub fn admit(&self, vacancy: OwnedSemaphorePermit, source: IpAddr) -> Option<Slot> {
+        let Some(held) = self.sources.take(source) else {
+            self.refused.inc();
+            return None;
+        };
         Some(Slot {
-            _source: self.sources.take(source)?,
+            _source: held,
             _total: vacancy,
         })
     }
@@ -70,7 +78,7 @@ mod tests {
             "--max-connections-per-source",
             &per_source.to_string(),
         ]);
-        Gate::new(&flags.limits)
+        Gate::new(&flags.limits, Counter::default())
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -88,6 +96,7 @@ mod tests {
             9,
             "only the admitted one holds a place"
         );
+        assert_eq!(gate.refused.get(), 1, "the refusal is counted");
         assert!(gate.admit(gate.vacancy().await, ip("10.0.0.2")).is_some());
     }
 

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::service::Routes;
@@ -32,15 +33,17 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// CheckRequest is a few KiB; 64 KiB unconsumed per connection is plenty.
 const WINDOW: u32 = 65_535;
 
-/// Serves `routes` on `listener` until `shutdown` resolves.
+/// Serves `routes` on `listener` until `shutdown` resolves, counting in
+/// `refused` the connections its sources' caps refuse.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     limits: &ListenerLimits,
     grpc: &GrpcLimits,
+    refused: Counter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let gate = Gate::new(limits);
+    let gate = Gate::new(limits, refused);
     let first_byte = limits.first_byte_timeout;
     let incoming = futures::stream::unfold((listener, gate), move |(listener, gate)| async move {
         let admitted = accept(&listener, &gate, first_byte).await;

@@ -11,6 +11,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 
 use crate::listener::admitted::accept;
@@ -20,11 +21,13 @@ use crate::listener::limits::ListenerLimits;
 /// How long shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves, counting in
+/// `refused` the connections its sources' caps refuse.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &ListenerLimits,
+    refused: Counter,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -36,7 +39,7 @@ pub async fn serve(
         .header_read_timeout(limits.head_timeout)
         .max_buf_size(limits.max_head_bytes as usize)
         .max_headers(limits.max_headers as usize);
-    let gate = Gate::new(limits);
+    let gate = Gate::new(limits, refused);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

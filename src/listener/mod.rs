@@ -9,6 +9,7 @@
 //!   (connections, gRPC checks in flight).
 //! - `admitted`: the accept loop, and an accepted connection that holds its
 //!   slot and must send its first byte in time.
+//! - `refusals`: the count of connections refused by a source's cap.
 //! - `http1`: the HTTP/1 server (head size and time, graceful shutdown).
 //! - `grpc`: the HTTP/2 (gRPC) server (streams, resets, keepalive, age,
 //!   message size, checks in flight in total and per source).
@@ -19,3 +20,4 @@ pub mod grpc;
 pub mod http1;
 pub mod limits;
 pub mod per_source;
+pub mod refusals;

@@ -60,8 +60,9 @@ pub async fn serve(listener: tokio::net::TcpListener, status: Arc<Status>, limit
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(status);
-    crate::listener::http1::serve(listener, app, &limits, std::future::pending()).await
+        .with_state(status.clone());
+    let refused = crate::listener::refusals::of(&status.metrics.connections_refused, "http");
+    crate::listener::http1::serve(listener, app, &limits, refused, std::future::pending()).await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

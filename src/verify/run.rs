@@ -167,16 +167,19 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     let ticker = tokio::spawn(tick(shared.clone()));
     let shutdown = crate::runtime::signal::shutdown_signal("finishing in-flight requests").shared();
     let limits = &options.limits;
+    let refused = |name| listener::refusals::of(&shared.metrics.connections_refused, name);
     let http = listener::http1::serve(
         http_listener,
         http::router(shared.clone()),
         limits,
+        refused("http"),
         shutdown.clone(),
     );
     let probes_served = listener::http1::serve(
         probe_listener,
         http::probe_router(shared.clone()),
         limits,
+        refused("probe"),
         shutdown.clone(),
     );
     let ext_authz = AuthorizationServer::new(ExtAuthz {
@@ -188,6 +191,7 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
         tonic::service::Routes::new(ext_authz),
         limits,
         &options.grpc_limits,
+        refused("grpc"),
         shutdown,
     );
     let servers = async { tokio::join!(http, probes_served, grpc) };

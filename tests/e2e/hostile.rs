@@ -183,6 +183,13 @@ async fn twenty_thousand_idle_connections_take_no_more_than_their_sources_caps()
         held <= 2 * cap + 8,
         "the verifier holds {held} connections of two sources capped at {cap}"
     );
+    let metrics = raw_http::get(verifier.probe, "/metrics", &[]).await.text();
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keymint_connections_refused_total{listener=\"http\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the refusals are counted");
+    assert!(refused > 0.0, "{metrics}");
     let peak = peak_rss_mib(verifier.pid());
     eprintln!("verifier peak RSS {peak} MiB");
     assert!(peak <= RSS_BOUND_MIB, "verifier peak RSS {peak} MiB");

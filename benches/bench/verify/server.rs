@@ -185,7 +185,9 @@ pub fn floor_main() -> ExitCode {
         );
         let app = keymint::verify::http::guarded(routes);
         let limits = keymint::listener::limits::ListenerLimits::default();
-        keymint::listener::http1::serve(listener, app, &limits, std::future::pending()).await;
+        let refused = prometheus_client::metrics::counter::Counter::default();
+        keymint::listener::http1::serve(listener, app, &limits, refused, std::future::pending())
+            .await;
         ExitCode::SUCCESS
     })
 }

@@ -124,3 +124,59 @@ impl tonic::transport::server::Connected for Admitted {
         self.stream.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::listener::limits::ListenerLimits;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: ListenerLimits,
+    }
+
+    /// A listener, a client connected to it, and the server's side.
+    async fn connected() -> (TcpStream, Admitted) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let gate = Gate::new(&Flags::parse_from(["test"]).limits, Counter::default());
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let admitted = accept(&listener, &gate, Duration::from_secs(2)).await;
+        (client, admitted)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_cut_off() {
+        let (_client, mut server) = connected().await;
+        let mut buf = [0u8; 16];
+        // Without the bound the read would wait for ever: give up at 60 s.
+        let read = tokio::time::timeout(Duration::from_secs(60), server.read(&mut buf)).await;
+        assert_eq!(
+            read.map(|r| r.map_err(|e| e.kind())),
+            Ok(Err(io::ErrorKind::TimedOut)),
+            "a silent client is closed at --first-byte-timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_a_byte_arrives_the_connection_may_wait() {
+        let (mut client, mut server) = connected().await;
+        client.write_all(b"G").await.expect("send");
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf).await.expect("read"), 1);
+        // A read that waits past the first-byte timeout is not cut off
+        // (the head timeout is hyper's): the next byte arrives at 3 s.
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            client.write_all(b"E").await.expect("send");
+            client
+        });
+        assert_eq!(server.read(&mut buf).await.expect("read"), 1);
+        drop(later.await);
+    }
+}

@@ -258,3 +258,33 @@ async fn slowloris_against_both_processes_serving_and_probe_ports_fails_no_probe
     ns.delete().await;
     home.delete().await;
 }
+
+/// hyper's head timer runs again from the end of each response, so a
+/// kept-alive connection left idle is closed at `--head-timeout` (5 s): the
+/// keep-alive idle bound, here on the operator's port.
+#[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed_at_the_head_timeout() {
+    use tokio::io::AsyncReadExt;
+    let home = TestNamespace::new("hostile-keepalive").await;
+    let operator = Operator::start(&home.name, &[]);
+    let addr = operator.http_addr().await;
+    let mut stream = raw_http::connect_from([127, 0, 0, 7], addr).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = vec![0u8; 1024];
+    let n = stream.read(&mut answer).await.expect("read the answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle kept-alive connection is still open after 15 s"
+    );
+    home.delete().await;
+}

@@ -19,6 +19,9 @@
 //! - `owner_binding`: whether the admission policy that binds an ApiKey's
 //!   owner to its creator is enforced (pure judge), checked by `run` and
 //!   `verifier` at start-up and every minute.
+//! - `listener`: every port's bounds against hostile clients (connections
+//!   in total and per source, head size and time, HTTP/2 streams, resets,
+//!   age), shared by `run` and `verifier`.
 //! - `verify`: `keymint verifier` — the index of key hashes and the verdict
 //!   (pure), the ApiKey watch, forward-auth, JSON and Envoy ext_authz.
 
@@ -30,6 +33,7 @@ pub mod crds;
 pub mod digest;
 pub mod duration;
 pub mod grant;
+pub mod listener;
 pub mod owner_binding;
 pub mod people;
 pub mod quota;

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// `owner_binding::register`.
     pub owner_binding_enforced: Gauge,
+    /// `listener::refusals::register`.
+    pub connections_refused: crate::listener::refusals::Refusals,
     registry: Registry,
 }
 
@@ -61,6 +63,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("keymint");
         let owner_binding_enforced = crate::owner_binding::register(&mut registry);
+        let connections_refused = crate::listener::refusals::register(&mut registry);
         let mut m = Metrics {
             keys: Family::default(),
             keys_expiring_soon: Gauge::default(),
@@ -79,6 +82,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
             owner_binding_enforced,
+            connections_refused,
             registry,
         };
         m.register();

@@ -94,13 +94,18 @@ pub struct RunOptions {
     #[arg(long, env = "KEYMINT_LEASE_NAME", default_value = "keymint")]
     pub lease_name: String,
 
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (the
+    /// operator serves nothing else: probes and metrics share this one
+    /// bounded listener).
     #[arg(long, env = "KEYMINT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: std::net::SocketAddr,
 
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: crate::listener::limits::ListenerLimits,
 
     #[command(flatten)]
     pub owner_binding: crate::owner_binding::OwnerBindingOptions,

@@ -204,8 +204,13 @@ async fn serve_http(
         cache: OnceLock::new(),
         caches_synced: AtomicBool::new(false),
         role,
+        counted: std::sync::Mutex::new(None),
     });
-    tokio::spawn(http::serve(listener, status.clone()));
+    tokio::spawn(http::serve(
+        listener,
+        status.clone(),
+        options.limits.clone(),
+    ));
     Ok(status)
 }
 

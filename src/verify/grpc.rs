@@ -147,3 +147,106 @@ fn unavailable() -> CheckResponse {
     response.set_http_response(refusal);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, SocketAddress, address, socket_address,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{Peer, Request};
+    use prost::Message as _;
+
+    use super::*;
+    use crate::listener::limits::DEFAULT_GRPC_MAX_MESSAGE_BYTES;
+
+    fn peer(ip: &str, port: u32) -> Option<Peer> {
+        Some(Peer {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: ip.into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                    ..SocketAddress::default()
+                })),
+            }),
+            ..Peer::default()
+        })
+    }
+
+    /// What Envoy sends for a browser's API call: the request's headers
+    /// (a session and analytics cookies, tracing, forwarding), its peers,
+    /// the route's project.
+    fn browser_check_request() -> CheckRequest {
+        let cookie = format!(
+            "session={}; _ga=GA1.2.{}; _gid=GA1.2.{}; consent={}; prefs={}",
+            "s".repeat(700),
+            "1".repeat(20),
+            "2".repeat(20),
+            "c".repeat(300),
+            "p".repeat(200)
+        );
+        let headers: HashMap<String, String> = [
+            (":authority", "api.example.com"),
+            (":method", "GET"),
+            (":path", "/v1/orders?limit=50&cursor=eyJpZCI6MTIzNDU2NzgsInRzIjoxNzAwMDAwMDAwfQ"),
+            (":scheme", "https"),
+            ("accept", "application/json, text/plain, */*"),
+            ("accept-encoding", "gzip, deflate, br, zstd"),
+            ("accept-language", "en-GB,en;q=0.9,de;q=0.8,fr;q=0.7"),
+            ("authorization", "Bearer kmk_4dbZ1k9Xq3Lr8TnVw2Yc6Hs0Pj5Fg7Ma1Ne9Ru3Ko8Bi2Qt6Wx4Zy0Cv5Dl7E"),
+            ("cookie", &cookie),
+            ("origin", "https://app.example.com"),
+            ("referer", "https://app.example.com/orders/overview?tab=recent"),
+            ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+            ("sec-ch-ua-mobile", "?0"),
+            ("sec-ch-ua-platform", "\"macOS\""),
+            ("sec-fetch-dest", "empty"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-site", "same-site"),
+            ("user-agent", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("x-forwarded-for", "203.0.113.7, 10.0.3.12"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "9f1c2a7e-5b3d-4e8f-a6c1-0d2b4e6f8a10"),
+            ("x-envoy-expected-rq-timeout-ms", "15000"),
+            ("x-envoy-internal", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: peer("10.0.3.12", 51234),
+                destination: peer("10.0.7.40", 8080),
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        id: "9f1c2a7e-5b3d-4e8f-a6c1-0d2b4e6f8a10".into(),
+                        method: "GET".into(),
+                        path:
+                            "/v1/orders?limit=50&cursor=eyJpZCI6MTIzNDU2NzgsInRzIjoxNzAwMDAwMDAwfQ"
+                                .into(),
+                        host: "api.example.com".into(),
+                        scheme: "https".into(),
+                        protocol: "HTTP/2".into(),
+                        headers,
+                        ..HttpRequest::default()
+                    }),
+                    ..Request::default()
+                }),
+                context_extensions: [(PROJECT_EXTENSION.to_string(), "payments".to_string())]
+                    .into(),
+                ..AttributeContext::default()
+            }),
+        }
+    }
+
+    /// The measurement behind `--grpc-max-message-bytes`: a browser's
+    /// request with its cookies is 2,584 bytes as a CheckRequest, far below
+    /// the default, which is sized to Envoy's own header limit instead.
+    #[test]
+    fn a_browsers_check_request_fits_the_default_message_bound_many_times() {
+        let size = browser_check_request().encoded_len();
+        assert!((2_000..4_000).contains(&size), "measured {size} bytes");
+        assert!(size * 10 < DEFAULT_GRPC_MAX_MESSAGE_BYTES as usize);
+    }
+}

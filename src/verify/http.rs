@@ -1,6 +1,8 @@
 //! The verifier's HTTP endpoints: forward-auth (nginx `auth_request`,
 //! ingress-nginx `auth-url`, Traefik ForwardAuth, Envoy ext_authz in HTTP
-//! mode), `POST /v1/verify` (JSON), and `/metrics`, `/healthz`, `/readyz`.
+//! mode) and `POST /v1/verify` (JSON) on the serving port; `/metrics`,
+//! `/healthz` and `/readyz` on the probe port, so that no load on the
+//! serving port can fail a probe.
 //! Bad input gets a quick 4xx; a presented key is never echoed.
 
 use std::sync::Arc;
@@ -45,7 +47,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/forward-auth", any(forward_auth))
         .route("/forward-auth/", any(forward_auth_prefixed))
         .route("/forward-auth/{*original}", any(forward_auth_prefixed))
-        .route("/v1/verify", post(verify_json))
+        .route("/v1/verify", post(verify_json));
+    guarded(routes).with_state(shared)
+}
+
+/// The probe port's routes: liveness, readiness and metrics.
+pub fn probe_router(shared: Arc<Shared>) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));

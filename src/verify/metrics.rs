@@ -42,6 +42,8 @@ pub struct Metrics {
     /// `owner_binding::register`: named like `keymint run`'s, outside the
     /// verifier's prefix.
     pub owner_binding_enforced: Gauge,
+    /// `listener::refusals::register`: outside the prefix too.
+    pub connections_refused: crate::listener::refusals::Refusals,
     registry: Registry,
 }
 
@@ -61,6 +63,7 @@ impl Metrics {
         let watch_errors = Counter::default();
         let mut root = Registry::with_prefix("keymint");
         let owner_binding_enforced = crate::owner_binding::register(&mut root);
+        let connections_refused = crate::listener::refusals::register(&mut root);
         let registry = root.sub_registry_with_prefix("verifier");
         registry.register(
             "verifications",
@@ -116,6 +119,7 @@ impl Metrics {
             relists,
             watch_errors,
             owner_binding_enforced,
+            connections_refused,
             registry: root,
         }
     }

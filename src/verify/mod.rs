@@ -7,9 +7,8 @@
 //! verdict on a presented key), `credential` (where a request carries its
 //! key), `projects` (which projects a check accepts) and `freshness` (how
 //! old the index is, and whether it may answer). I/O: `feed` (the ApiKey watch that fills the index), `http`
-//! (forward-auth, `POST /v1/verify`, health and metrics), `grpc` (Envoy
-//! ext_authz v3), `listener` (the HTTP server's limits against bad clients),
-//! `metrics`, `options` and `run` (the wiring).
+//! (forward-auth, `POST /v1/verify`; health and metrics on a port of their
+//! own), `grpc` (Envoy ext_authz v3), `metrics`, `options` and `run` (the wiring).
 
 pub mod credential;
 pub mod decision;
@@ -18,7 +17,6 @@ pub mod freshness;
 pub mod grpc;
 pub mod http;
 pub mod index;
-pub mod listener;
 pub mod metrics;
 pub mod options;
 pub mod projects;

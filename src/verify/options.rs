@@ -8,8 +8,7 @@ use crate::runtime::options::LogFormat;
 
 #[derive(Args, Clone, Debug)]
 pub struct VerifierOptions {
-    /// Address of the HTTP server: /forward-auth, /v1/verify, /metrics,
-    /// /healthz and /readyz.
+    /// Address of the HTTP server: /forward-auth and /v1/verify.
     #[arg(
         long,
         env = "KEYMINT_VERIFIER_HTTP_ADDR",
@@ -24,6 +23,15 @@ pub struct VerifierOptions {
         default_value = "0.0.0.0:9001"
     )]
     pub grpc_addr: std::net::SocketAddr,
+
+    /// Address of /healthz, /readyz and /metrics: a listener of their own,
+    /// so that no load on the serving ports can fail a probe.
+    #[arg(
+        long,
+        env = "KEYMINT_VERIFIER_PROBE_ADDR",
+        default_value = "0.0.0.0:8082"
+    )]
+    pub probe_addr: std::net::SocketAddr,
 
     /// Only index ApiKeys in this namespace (default: all namespaces).
     #[arg(long, env = "KEYMINT_WATCH_NAMESPACE")]
@@ -45,6 +53,12 @@ pub struct VerifierOptions {
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: crate::listener::limits::ListenerLimits,
+
+    #[command(flatten)]
+    pub grpc_limits: crate::listener::limits::GrpcLimits,
 
     #[command(flatten)]
     pub owner_binding: crate::owner_binding::OwnerBindingOptions,

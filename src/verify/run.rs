@@ -13,6 +13,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::apikey::GuardedApiKey;
+use crate::listener;
 use crate::owner_binding::OwnerBindingError;
 use crate::verify::credential::Credential;
 use crate::verify::decision::{self, Verdict};
@@ -22,11 +23,7 @@ use crate::verify::index::{self, Index};
 use crate::verify::metrics::{Metrics, Protocol};
 use crate::verify::options::VerifierOptions;
 use crate::verify::projects::Projects;
-use crate::verify::{feed, http, listener};
-
-/// Largest ext_authz CheckRequest accepted (Envoy sends headers, and a body
-/// only when configured to; keys need neither).
-const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+use crate::verify::{feed, http};
 
 /// How long one owner-binding check may take while the API server is out
 /// of reach (a black-holed connection never fails by itself), and how long
@@ -52,6 +49,8 @@ pub enum VerifierError {
     Gate(#[source] tokio::task::JoinError),
     #[error("cannot serve HTTP on --http-addr: {0}")]
     Http(#[source] std::io::Error),
+    #[error("cannot serve probes and metrics on --probe-addr: {0}")]
+    Probe(#[source] std::io::Error),
     #[error("cannot serve gRPC on --grpc-addr: {0}")]
     Grpc(#[source] std::io::Error),
     #[error("the gRPC server failed: {0}")]
@@ -142,8 +141,13 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     let grpc_listener = tokio::net::TcpListener::bind(options.grpc_addr)
         .await
         .map_err(VerifierError::Grpc)?;
+    let probe_listener = tokio::net::TcpListener::bind(options.probe_addr)
+        .await
+        .map_err(VerifierError::Probe)?;
     info!(addr = %http_listener.local_addr().map_err(VerifierError::Http)?,
-        "serving HTTP: /forward-auth, /v1/verify, /metrics, /healthz, /readyz");
+        "serving HTTP: /forward-auth, /v1/verify");
+    info!(addr = %probe_listener.local_addr().map_err(VerifierError::Probe)?,
+        "serving probes: /healthz, /readyz, /metrics");
     info!(addr = %grpc_listener.local_addr().map_err(VerifierError::Grpc)?,
         "serving gRPC: envoy.service.auth.v3.Authorization");
     info!(
@@ -162,24 +166,36 @@ pub async fn run(options: VerifierOptions) -> Result<(), VerifierError> {
     let probes = tokio::spawn(probe_while_watching(api_keys, shared.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
     let shutdown = crate::runtime::signal::shutdown_signal("finishing in-flight requests").shared();
-    let http = listener::serve(
+    let limits = &options.limits;
+    let refused = |name| listener::refusals::of(&shared.metrics.connections_refused, name);
+    let http = listener::http1::serve(
         http_listener,
         http::router(shared.clone()),
+        limits,
+        refused("http"),
+        shutdown.clone(),
+    );
+    let probes_served = listener::http1::serve(
+        probe_listener,
+        http::probe_router(shared.clone()),
+        limits,
+        refused("probe"),
         shutdown.clone(),
     );
     let ext_authz = AuthorizationServer::new(ExtAuthz {
         shared: shared.clone(),
     })
-    .max_decoding_message_size(MAX_GRPC_MESSAGE);
-    let grpc = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(5))
-        .add_service(ext_authz)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            shutdown,
-        );
-    let servers = async { tokio::join!(http, grpc) };
-    let (_, grpc) = tokio::select! {
+    .max_decoding_message_size(options.grpc_limits.grpc_max_message_bytes as usize);
+    let grpc = listener::grpc::serve(
+        grpc_listener,
+        tonic::service::Routes::new(ext_authz),
+        limits,
+        &options.grpc_limits,
+        refused("grpc"),
+        shutdown,
+    );
+    let servers = async { tokio::join!(http, probes_served, grpc) };
+    let (_, _, grpc) = tokio::select! {
         servers = servers => servers,
         // Only a refusal by the owner binding ends the watch task.
         gated = &mut watch => return match gated {

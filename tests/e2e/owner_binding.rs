@@ -288,7 +288,7 @@ async fn keymint_refuses_to_start_unless_the_owner_binding_denies_everywhere() {
     );
     drop(operator);
     let verifier = Verifier::start_with(&ns, &unbound).await;
-    assert_enforced(verifier.http, 0).await;
+    assert_enforced(verifier.probe, 0).await;
     drop(verifier);
     delete_cluster_scoped(&ns.client, &[&binding]).await;
 
@@ -302,7 +302,7 @@ async fn keymint_refuses_to_start_unless_the_owner_binding_denies_everywhere() {
     let verifier = Verifier::start_with(&ns, &[flag.as_str()]).await;
     let addr = operator.http_addr().await;
     assert_enforced(addr, 1).await;
-    assert_enforced(verifier.http, 1).await;
+    assert_enforced(verifier.probe, 1).await;
     delete_cluster_scoped(&ns.client, &[&binding, &policy]).await;
     assert!(operator.running(), "{}", operator.log());
     assert!(

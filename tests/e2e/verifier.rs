@@ -201,7 +201,7 @@ fn ext_authz_answers(setup: &Setup) {
 async fn nothing_leaks(setup: &Setup) {
     let (verifier, key, stranger) = (&setup.verifier, &setup.key, &setup.stranger);
     let key_id = setup.key_id.as_str();
-    let metrics = raw_http::get(verifier.http, "/metrics", &[]).await.text();
+    let metrics = raw_http::get(verifier.probe, "/metrics", &[]).await.text();
     assert!(
         metrics.contains(
             "keymint_verifier_verifications_total{protocol=\"Json\",outcome=\"valid\"} 2"

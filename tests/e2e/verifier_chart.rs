@@ -134,6 +134,7 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
             "verifier",
             "--http-addr=0.0.0.0:8081",
             "--grpc-addr=0.0.0.0:9001",
+            "--probe-addr=0.0.0.0:8082",
             "--log-format=json",
             "--max-staleness=30s",
             &format!("--owner-binding-policy={release}-owner-binding"),
@@ -146,12 +147,14 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
         json!([
             {"name": "http", "containerPort": 8081, "protocol": "TCP"},
             {"name": "grpc", "containerPort": 9001, "protocol": "TCP"},
+            {"name": "http-metrics", "containerPort": 8082, "protocol": "TCP"},
         ])
     );
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(
             container[probe]["httpGet"],
-            json!({"path": path, "port": "http"})
+            json!({"path": path, "port": "http-metrics"}),
+            "probes have a port of their own"
         );
     }
     assert_eq!(pod["spec"]["serviceAccountName"], name.as_str());
@@ -161,6 +164,7 @@ async fn the_verifier_is_its_own_deployment_service_and_budget() {
         json!([
             {"name": "http", "port": 8081, "targetPort": "http", "protocol": "TCP"},
             {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP"},
+            {"name": "http-metrics", "port": 8082, "targetPort": "http-metrics", "protocol": "TCP"},
         ])
     );
     let budget = find(&objects, "PodDisruptionBudget", &name);
@@ -255,8 +259,8 @@ async fn the_verifier_narrows_to_a_namespace_and_offers_a_service_monitor() {
     );
     let monitor = find(&objects, "ServiceMonitor", &name);
     assert_eq!(
-        monitor["spec"]["endpoints"][0]["port"], "http",
-        "/metrics is on the http port"
+        monitor["spec"]["endpoints"][0]["port"], "http-metrics",
+        "/metrics is on the probe port"
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     let service = find(&objects, "Service", &name);

@@ -105,7 +105,7 @@ async fn answers(verifier: &Verifier, minted: &key::MintedKey) -> (u16, u16, i64
     let grpc = verifier.ext_authz(&request)["grpcCode"]
         .as_i64()
         .unwrap_or(-1);
-    let ready = raw_http::get(verifier.http, "/readyz", &[]).await;
+    let ready = raw_http::get(verifier.probe, "/readyz", &[]).await;
     (forward.status, json.status, grpc, ready.status)
 }
 
@@ -143,7 +143,7 @@ async fn a_verifier_cut_from_the_api_server_answers_unavailable_then_recovers() 
         cut.elapsed() < Duration::from_secs(5),
         "unavailable within the bound"
     );
-    let metrics = raw_http::get(verifier.http, "/metrics", &[]).await.text();
+    let metrics = raw_http::get(verifier.probe, "/metrics", &[]).await.text();
     let age = metrics
         .lines()
         .find_map(|l| l.strip_prefix("keymint_verifier_index_age_seconds "))
@@ -194,7 +194,7 @@ async fn a_verifier_that_has_not_listed_yet_answers_unavailable() {
     };
     let verifier = Verifier::launch(&ns, launch).await;
     assert_eq!(answers(&verifier, &minted).await, UNAVAILABLE);
-    let ready = raw_http::get(verifier.http, "/readyz", &[]).await;
+    let ready = raw_http::get(verifier.probe, "/readyz", &[]).await;
     assert!(ready.text().contains("not listed"), "{}", ready.text());
     proxy.restore();
     eventually(Duration::from_secs(60), || async {

@@ -78,7 +78,7 @@ async fn a_hash_planted_in_a_non_active_status_cannot_make_the_victims_key_fail(
         (&json!(true), &json!(format!("{}/victim", ns.name))),
         "{answer}"
     );
-    let metrics = raw_http::get(verifier.http, "/metrics", &[]).await.text();
+    let metrics = raw_http::get(verifier.probe, "/metrics", &[]).await.text();
     assert!(
         metrics.contains("keymint_verifier_contested_hashes 0"),
         "{metrics}"
@@ -113,7 +113,7 @@ async fn a_hash_two_active_api_keys_claim_is_refused_for_both_logged_and_counted
         let answer = json_check(&verifier, shared.expose(), project).await;
         assert_eq!(answer["valid"], false, "{project}: {answer}");
     }
-    let metrics = raw_http::get(verifier.http, "/metrics", &[]).await.text();
+    let metrics = raw_http::get(verifier.probe, "/metrics", &[]).await.text();
     assert!(
         metrics.contains("keymint_verifier_contested_hashes 1"),
         "{metrics}"

@@ -1,6 +1,6 @@
 //! The `verify` scenario: `keymint verifier` with N keys indexed, under a
 //! real HTTP load generator (wrk, Debian's package), against a floor — the
-//! same server stack (`keymint::verify::listener` and its limits) answering
+//! same server stack (`keymint::listener` and its limits) answering
 //! 200 without a check — and nginx with `auth_request` against nginx alone,
 //! all in one run; the index's start against the API server's own time to
 //! serve the list. The ApiKeys are created by the bench with an Active

@@ -16,7 +16,12 @@ pub(crate) struct Server {
     child: Option<Child>,
     log_path: PathBuf,
     pub(crate) addr: SocketAddr,
+    /// Where /readyz and /metrics are: the verifier's probe port, or the
+    /// floor's one port.
+    probe: SocketAddr,
     marker: &'static str,
+    /// The log line naming the probe port, if it has its own.
+    probe_marker: Option<&'static str>,
     started: Instant,
 }
 
@@ -28,21 +33,27 @@ impl Server {
         command
             .args(["verifier", "--watch-namespace", ns])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--probe-addr", "127.0.0.1:0"])
             // No owner binding in the bench's cluster: admission is not measured.
             .arg("--allow-unbound-owners")
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info");
-        Server::spawn(command, tag, "serving HTTP")
+        Server::spawn(command, tag, "serving HTTP", Some("serving probes"))
     }
 
     /// This binary as the floor server.
     pub(super) fn floor() -> Result<Server> {
         let mut command = Command::new(std::env::current_exe()?);
         command.env(crate::floor::ROLE_ENV, FLOOR_ROLE);
-        Server::spawn(command, "verify-floor", FLOOR_LINE)
+        Server::spawn(command, "verify-floor", FLOOR_LINE, None)
     }
 
-    fn spawn(mut command: Command, tag: &str, marker: &'static str) -> Result<Server> {
+    fn spawn(
+        mut command: Command,
+        tag: &str,
+        marker: &'static str,
+        probe_marker: Option<&'static str>,
+    ) -> Result<Server> {
         let dir = PathBuf::from(REPO).join("target/bench/logs");
         std::fs::create_dir_all(&dir)?;
         let log_path = dir.join(format!("{tag}.log"));
@@ -64,7 +75,9 @@ impl Server {
             child: Some(child),
             log_path,
             addr: "0.0.0.0:0".parse()?,
+            probe: "0.0.0.0:0".parse()?,
             marker,
+            probe_marker,
             started,
         })
     }
@@ -75,19 +88,15 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let found = log.lines().find_map(|line| {
-                let rest = line.split(self.marker).nth(1)?;
-                rest.split("addr=")
-                    .nth(1)
-                    .or(Some(rest))?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-            if let Some(addr) = found {
+            let found = logged_addr(&log, self.marker);
+            let probe = match self.probe_marker {
+                Some(marker) => logged_addr(&log, marker),
+                None => found,
+            };
+            if let (Some(addr), Some(probe)) = (found, probe) {
                 self.addr = addr;
-                if http_get(addr, "/readyz")
+                self.probe = probe;
+                if http_get(probe, "/readyz")
                     .await
                     .is_ok_and(|(c, _)| c == 200 || c == 404)
                 {
@@ -137,7 +146,7 @@ impl Server {
     }
 
     pub(super) async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = http_get(self.addr, "/metrics").await.ok()?;
+        let (_, body) = http_get(self.probe, "/metrics").await.ok()?;
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
@@ -154,6 +163,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The address on the log line that has `marker`.
+fn logged_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let rest = line.split(marker).nth(1)?;
+        rest.split("addr=")
+            .nth(1)
+            .or(Some(rest))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// The floor server: keymint's HTTP stack (listener limits, body limit,
@@ -177,7 +200,10 @@ pub fn floor_main() -> ExitCode {
             axum::routing::any(|| async { axum::http::StatusCode::OK }),
         );
         let app = keymint::verify::http::guarded(routes);
-        keymint::verify::listener::serve(listener, app, std::future::pending()).await;
+        let limits = keymint::listener::limits::ListenerLimits::default();
+        let refused = prometheus_client::metrics::counter::Counter::default();
+        keymint::listener::http1::serve(listener, app, &limits, refused, std::future::pending())
+            .await;
         ExitCode::SUCCESS
     })
 }

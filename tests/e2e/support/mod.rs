@@ -17,6 +17,7 @@
 pub mod access;
 pub mod apiserver_audit;
 pub mod chart;
+pub mod hostile;
 pub mod kubectl;
 pub mod manifests;
 pub mod nginx;

@@ -183,6 +183,11 @@ impl Operator {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
+    /// The process id, to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

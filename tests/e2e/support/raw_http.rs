@@ -111,3 +111,14 @@ pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Reply {
     raw.extend_from_slice(body);
     exchange(addr, &raw).await
 }
+
+/// A TCP connection to `addr` from the loopback address `source` (all of
+/// 127.0.0.0/8 reaches loopback on Linux): a client on another pod's
+/// address, as far as a per-source cap can tell.
+pub async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind the source address");
+    socket.connect(addr).await.expect("connect")
+}

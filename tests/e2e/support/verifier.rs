@@ -28,6 +28,8 @@ pub struct Verifier {
     pub log_path: PathBuf,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// /healthz, /readyz and /metrics.
+    pub probe: SocketAddr,
 }
 
 /// How a test starts the verifier, beyond the defaults.
@@ -81,12 +83,13 @@ impl Verifier {
         let mut verifier = Verifier::spawn_as(ns, launch).await;
         verifier.http = verifier.logged_addr("serving HTTP").await;
         verifier.grpc = verifier.logged_addr("serving gRPC").await;
+        verifier.probe = verifier.logged_addr("serving probes").await;
         if unready {
             return verifier;
         }
-        let http = verifier.http;
+        let probe = verifier.probe;
         eventually(Duration::from_secs(20), || async move {
-            raw_http::get(http, "/readyz", &[]).await.status == 200
+            raw_http::get(probe, "/readyz", &[]).await.status == 200
         })
         .await;
         verifier
@@ -120,6 +123,7 @@ impl Verifier {
         command
             .args(["verifier", "--watch-namespace", &ns.name])
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--probe-addr", "127.0.0.1:0"])
             .args(launch.args)
             .env(
                 "KUBECONFIG",
@@ -140,6 +144,7 @@ impl Verifier {
             log_path,
             http: "0.0.0.0:0".parse().expect("addr"),
             grpc: "0.0.0.0:0".parse().expect("addr"),
+            probe: "0.0.0.0:0".parse().expect("addr"),
         }
     }
 
@@ -395,4 +400,28 @@ pub async fn active_key(ns: &TestNamespace, api_key: &keymint::apikey::ApiKey) -
         .expect("the key's Secret");
     let bytes = secret.data.as_ref().expect("data")["api-key"].0.clone();
     String::from_utf8(bytes).expect("a UTF-8 key")
+}
+
+/// An Active ApiKey `name` of project `payments` in `ns`, its status written
+/// by the admin through the status subresource (no operator needed); the
+/// key it names.
+pub async fn admin_active_key(ns: &TestNamespace, name: &str) -> keymint::apikey::key::MintedKey {
+    use keymint::apikey::key;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<keymint::apikey::ApiKey> = ns.api();
+    let minted = key::mint().expect("mint");
+    api.create(
+        &PostParams::default(),
+        &super::api_key(name, "payments", "alice@example.com"),
+    )
+    .await
+    .expect("create the ApiKey");
+    let status = serde_json::json!({"status": {
+        "phase": "Active", "keyId": key::key_id(&minted), "keyHash": key::hash(&minted),
+        "secretName": name,
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write the status as the admin");
+    minted
 }

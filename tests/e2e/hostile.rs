@@ -23,7 +23,7 @@ use crate::support::verifier::{Verifier, admin_active_key};
 use crate::support::{TestNamespace, eventually, raw_http};
 
 /// The most memory either process may reach under attack: half the
-/// chart's 128 MiB limit. Measured (debug build): 31 to 36 MiB under these
+/// verifier's 128 MiB limit in the chart, a quarter of the operator's. Measured (debug build): 31 to 36 MiB under these
 /// attacks; before the bounds, the operator reached 158 MiB under slowloris.
 const RSS_BOUND_MIB: u64 = 64;
 

@@ -212,6 +212,7 @@ mod tests {
         m.count_failure("KubernetesApi");
         m.audit.count_entry("payments");
         m.audit.count_pruned("age", 1);
+        crate::listener::refusals::of(&m.connections_refused, "http").inc();
         let text = m.encode().expect("encode");
         let alerts = include_str!("../../docs/alerts.yaml");
         let names = alerts

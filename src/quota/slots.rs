@@ -6,20 +6,25 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use tracing::warn;
 
 use super::admission::{self, Plan, Waiting};
 use super::ledger::{Admission, Entry, Ledger, Pair};
-use super::store::{self, LedgerError, Versioned};
+use super::rebuild;
+use super::store::{self, LedgerError, Loaded, Versioned};
 use super::waiting::WaitingKeys;
 use crate::apikey::lifecycle::waits_for_slot;
 use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::grant::Grants;
 use crate::runtime::cache::ApiKeyCache;
+use crate::runtime::watch;
 
 /// Ledger writes that lose a race are retried this many times in one
 /// request before the reconcile is retried as a whole.
@@ -38,6 +43,12 @@ pub enum Slot {
 pub enum SlotError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("cannot list ApiKeys to rebuild the missing quota ledger {ledger}: {}", crate::api_error::describe(.source))]
+    ListApiKeys {
+        ledger: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot read ApiKey {namespace}/{name} to see whether it still holds a quota slot: {}", crate::api_error::describe(.source))]
     GetApiKey {
         namespace: String,
@@ -117,17 +128,18 @@ impl Slots {
         let mut versioned = self.ledger(pair).await?;
         let waiting = self.waiting_keys(pair);
         let mut plan = admission::plan(&versioned.ledger, me, &waiting, self.limit);
-        let mut dropped = false;
+        // A rebuilt ledger is written even if this request admits nothing.
+        let mut changed = versioned.rebuilt;
         if let Plan::Full { .. } = plan {
             // Lazy release: only a full pair looks for ended keys.
-            dropped = self.drop_ended(&mut versioned.ledger).await?;
+            changed |= self.drop_ended(&mut versioned.ledger).await?;
             plan = admission::plan(&versioned.ledger, me, &waiting, self.limit);
         }
         match plan {
             Plan::AlreadyAdmitted => Ok(Some(Slot::Granted)),
             Plan::Admit { with } => self.admit(pair, versioned, me, with).await,
             Plan::Full { admitted, position } => {
-                if dropped && !self.save(pair, versioned).await? {
+                if changed && !self.save(pair, versioned).await? {
                     return Ok(None);
                 }
                 let message = admission::rejection_message(pair, admitted, self.limit, position);
@@ -266,14 +278,65 @@ impl Slots {
         waiting
     }
 
-    /// The pair's ledger: as last seen by this process, else read. Call
-    /// under the pair's lock.
-    async fn ledger(&self, pair: &Pair<'_>) -> Result<Versioned, LedgerError> {
+    /// The pair's ledger: as last seen by this process, else read, else
+    /// (missing) rebuilt. Call under the pair's lock.
+    async fn ledger(&self, pair: &Pair<'_>) -> Result<Versioned, SlotError> {
         let seen = self.seen().get(&pair.ledger_name()).cloned();
-        match seen {
-            Some(versioned) => Ok(versioned),
-            None => store::load(&self.ledgers, pair).await,
+        if let Some(versioned) = seen {
+            return Ok(versioned);
         }
+        match store::load(&self.ledgers, pair).await? {
+            Loaded::Found(versioned) => Ok(versioned),
+            Loaded::Missing(missing) => Ok(missing.rebuilt(self.rebuild(pair).await?)),
+        }
+    }
+
+    /// The pair's ledger rebuilt from the ApiKeys that hold a minted key,
+    /// listed fresh: the cache may lag behind a key minted (by this process
+    /// or another replica) a moment before the ledger went missing, and a
+    /// key it missed would be a slot counted twice. This costs one list of
+    /// the ApiKeys, once per pair whose ledger is missing (a pair's
+    /// first key, or after keymint's namespace was lost).
+    async fn rebuild(&self, pair: &Pair<'_>) -> Result<Ledger, SlotError> {
+        let ledger_name = pair.ledger_name();
+        let api: Api<GuardedApiKey> = Api::all(self.client.clone());
+        // The watches' list, read as it arrives: only the pair's keys are kept.
+        let mut events = std::pin::pin!(watch::list_then_watch(api));
+        let mut ledger = Ledger::default();
+        loop {
+            let event = events.next().await;
+            let key = match event {
+                Some(Ok(Event::InitApply(key))) => key,
+                Some(Ok(Event::InitDone)) => break,
+                Some(Ok(_)) => continue,
+                Some(Err(watcher::Error::InitialListFailed(source))) => {
+                    return Err(SlotError::ListApiKeys {
+                        ledger: ledger_name,
+                        source,
+                    });
+                }
+                Some(Err(other)) => {
+                    return Err(SlotError::ListApiKeys {
+                        ledger: ledger_name,
+                        source: kube::Error::Service(other.into()),
+                    });
+                }
+                None => break,
+            };
+            if let Ok(key) = &key.0 {
+                for (uid, entry) in rebuild::ledger(pair, [key]).iter() {
+                    ledger.restore(uid, entry.clone());
+                }
+            }
+        }
+        if ledger.admitted() > 0 {
+            warn!(
+                ledger = %ledger_name,
+                keys = ledger.admitted(),
+                "quota ledger was missing: rebuilt from the ApiKeys that hold a minted key"
+            );
+        }
+        Ok(ledger)
     }
 
     /// Writes the pair's ledger (compare-and-swap) and remembers it as

@@ -106,7 +106,9 @@ impl Error {
             | Error::CreateSecret { .. }
             | Error::DeleteSecret { .. }
             | Error::WriteStatus { .. }
-            | Error::Slot(SlotError::GetApiKey { .. }) => Category::KubernetesApi,
+            | Error::Slot(SlotError::GetApiKey { .. } | SlotError::ListApiKeys { .. }) => {
+                Category::KubernetesApi
+            }
             Error::Slot(SlotError::Ledger(e)) => ledger_category(e),
             Error::Finalizer { .. } | Error::FinalizerRefused(..) => Category::Finalizer,
             Error::Mint(_) => Category::MintFailed,

@@ -26,6 +26,7 @@ mod people;
 mod project_binding;
 mod provenance;
 mod quota;
+mod reinstall;
 mod robustness;
 mod show_once;
 mod verification;

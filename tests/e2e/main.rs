@@ -12,6 +12,7 @@ mod control_plane;
 mod crd_validation;
 mod deletion;
 mod exactly_once;
+mod expires_at;
 mod expiry;
 mod first_run;
 mod gitops_readiness;

@@ -53,7 +53,8 @@ pub struct Filter {
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
     /// Only this action (minted, rejected, conflict, expiring-soon, expired,
-    /// secret-lost, secret-tampered, secret-restored, deleted, pruned).
+    /// secret-lost, secret-tampered, secret-restored, deleted,
+    /// deleted-unobserved, pruned).
     #[arg(long, value_parser = parse_action)]
     pub action: Option<Action>,
     /// Only entries at or after this time: RFC 3339, or an age like `24h`.

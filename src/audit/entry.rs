@@ -419,6 +419,7 @@ mod tests {
             "revealed",
             "never-shown",
             "deleted",
+            "deleted-unobserved",
             "pruned",
         ];
         for (action, name) in Action::ALL.into_iter().zip(names) {

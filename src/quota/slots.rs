@@ -187,15 +187,21 @@ impl Slots {
     /// waiting in its pair: for a key that can never mint (a foreign Secret
     /// holds its name).
     pub async fn release(&self, api_key: &ApiKey) -> Result<(), SlotError> {
-        let pair = pair_of(api_key);
         let uid = api_key.uid().unwrap_or_default();
-        let lock = self.pair_lock(&pair);
+        self.release_uid(&pair_of(api_key), &uid).await
+    }
+
+    /// Gives the slot of the key `uid` of `pair` back (if it holds one) and
+    /// wakes the keys waiting in the pair: for a key that can never mint,
+    /// or whose ApiKey is gone.
+    pub async fn release_uid(&self, pair: &Pair<'_>, uid: &str) -> Result<(), SlotError> {
+        let lock = self.pair_lock(pair);
         let released = {
             let _turn = lock.lock().await;
-            self.release_locked(&pair, &uid).await?
+            self.release_locked(pair, uid).await?
         };
         if released {
-            for waiting in self.waiting.of(&pair) {
+            for waiting in self.waiting.of(pair) {
                 let _ = self.wake.unbounded_send(waiting);
             }
         }
@@ -233,15 +239,33 @@ impl Slots {
     }
 
     async fn has_ended(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
-        let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
-        let cached = self.cache.get(&reference);
-        let same_key = cached
-            .as_deref()
-            .and_then(|guarded| guarded.0.as_ref().ok())
-            .filter(|k| k.uid().as_deref() == Some(uid));
-        if let Some(k) = same_key {
-            return Ok(admission::slot_freed(k.status.as_ref()));
+        match self.cached_slot_freed(uid, entry) {
+            Some(freed) => Ok(freed),
+            None => self.gone_from_the_api_server(uid, entry).await,
         }
+    }
+
+    /// Whether the ApiKey a ledger entry records is gone: not cached under
+    /// its UID, and confirmed with the API server (the cache may not have
+    /// seen a key another replica admitted).
+    pub async fn is_gone(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
+        match self.cached_slot_freed(uid, entry) {
+            Some(_) => Ok(false),
+            None => self.gone_from_the_api_server(uid, entry).await,
+        }
+    }
+
+    /// Whether the cached ApiKey an entry records has freed its slot; None
+    /// if the cache does not hold it under the entry's UID (or cannot read
+    /// it).
+    fn cached_slot_freed(&self, uid: &str, entry: &Entry) -> Option<bool> {
+        let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
+        let cached = self.cache.get(&reference)?;
+        let key = cached.0.as_ref().ok()?;
+        (key.uid().as_deref() == Some(uid)).then(|| admission::slot_freed(key.status.as_ref()))
+    }
+
+    async fn gone_from_the_api_server(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
         let api: Api<ApiKey> = Api::namespaced(self.client.clone(), &entry.namespace);
         let found =
             api.get_metadata_opt(&entry.name)

@@ -20,6 +20,7 @@ mod failure;
 pub mod own_writes;
 pub mod report;
 pub mod rounds;
+pub mod unobserved;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

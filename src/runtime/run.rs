@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::apikey::GuardedApiKey;
 use crate::apikey::provenance::SealKey;
+use crate::audit::store::Segments;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::grant::{Grants, ProjectGrant};
 use crate::quota::slots::Slots;
@@ -217,12 +218,8 @@ async fn open_audit(
     instance: &str,
     metrics: &Metrics,
 ) -> Result<AuditLog, RunError> {
-    let namespace = options
-        .audit_namespace
-        .clone()
-        .unwrap_or_else(|| options.namespace.clone());
     let audit_options = AuditOptions {
-        namespace,
+        namespace: audit_namespace(options),
         segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
         retention: options.audit_retention.clone(),
         instance: instance.to_string(),
@@ -232,6 +229,14 @@ async fn open_audit(
     AuditLog::open(client.clone(), audit_options)
         .await
         .map_err(RunError::Audit)
+}
+
+/// Where the audit stream lives: `--audit-namespace`, else keymint's own.
+fn audit_namespace(options: &RunOptions) -> String {
+    options
+        .audit_namespace
+        .clone()
+        .unwrap_or_else(|| options.namespace.clone())
 }
 
 /// Resolves on shutdown or when the lease is lost.
@@ -283,6 +288,7 @@ async fn control(
         waiting,
         grants,
     };
+    let segments = Segments::new(parts.client.clone(), &audit_namespace(&parts.options));
     let (ctx, events) = context(parts, kept, wake_tx, own_writes, busy);
     let ctx = Arc::new(ctx);
     // Quotas count the cache, and a key is minted only for a granted
@@ -300,6 +306,8 @@ async fn control(
         status.caches_synced.store(true, Ordering::Release);
         info!("caches synced; ready");
         tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
+        let recording = ctx.clone();
+        tokio::spawn(async move { reconcile::unobserved::record(&recording, segments).await });
         let shut_down = async {
             stop.await;
             queue.shut_down();

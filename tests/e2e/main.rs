@@ -30,6 +30,7 @@ mod quota;
 mod reinstall;
 mod robustness;
 mod show_once;
+mod unobserved_deletion;
 mod verification;
 mod verifier;
 mod verifier_bad_input;

@@ -61,6 +61,9 @@ pub enum SlotError {
 /// The quota ledgers of keymint's namespace, as one process sees them.
 pub struct Slots {
     pub client: Client,
+    /// The ApiKeys keymint watches (cluster-wide, or one namespace): a
+    /// missing ledger is rebuilt from these.
+    api_keys: Api<GuardedApiKey>,
     /// Quota ledgers, in keymint's own namespace.
     pub ledgers: Api<ConfigMap>,
     /// The controller's cache of ApiKeys: used to find keys waiting for a
@@ -87,7 +90,7 @@ pub struct Slots {
 
 impl Slots {
     pub fn new(
-        client: Client,
+        api_keys: Api<GuardedApiKey>,
         ledgers: Api<ConfigMap>,
         cache: Arc<ApiKeyCache>,
         waiting: Arc<WaitingKeys>,
@@ -96,7 +99,8 @@ impl Slots {
         limit: usize,
     ) -> Slots {
         Slots {
-            client,
+            client: api_keys.clone().into_client(),
+            api_keys,
             ledgers,
             cache,
             waiting,
@@ -323,9 +327,8 @@ impl Slots {
     /// first key, or after keymint's namespace was lost).
     async fn rebuild(&self, pair: &Pair<'_>) -> Result<Ledger, SlotError> {
         let ledger_name = pair.ledger_name();
-        let api: Api<GuardedApiKey> = Api::all(self.client.clone());
         // The watches' list, read as it arrives: only the pair's keys are kept.
-        let mut events = std::pin::pin!(watch::list_then_watch(api));
+        let mut events = std::pin::pin!(watch::list_then_watch(self.api_keys.clone()));
         let mut ledger = Ledger::default();
         loop {
             let event = events.next().await;

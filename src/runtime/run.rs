@@ -269,6 +269,7 @@ async fn control(
         grants_listed,
     ));
     let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
+    let api_keys = watched.api_keys.clone();
     let triggers = triggers(watched.api_keys, &cache, &own_writes, &waiting, &wake_tx);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
@@ -284,6 +285,7 @@ async fn control(
         Arc::new(move || queue.depth() > 0)
     };
     let kept = Kept {
+        api_keys,
         cache: cache.clone(),
         waiting,
         grants,
@@ -365,6 +367,8 @@ fn queued(api_key: &GuardedApiKey) -> ObjectRef<GuardedApiKey> {
 
 /// The state the watches keep and the reconciles read.
 struct Kept {
+    /// The ApiKeys as watched (all namespaces, or `--watch-namespace`).
+    api_keys: Api<GuardedApiKey>,
     cache: Arc<ApiKeyCache>,
     waiting: Arc<WaitingKeys>,
     grants: Arc<Grants>,
@@ -406,7 +410,7 @@ fn context(
             metrics,
         },
         slots: Slots::new(
-            client.clone(),
+            kept.api_keys,
             ledgers,
             kept.cache,
             kept.waiting,

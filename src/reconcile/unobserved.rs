@@ -4,8 +4,17 @@
 //! by the garbage collector (the Secret's ownerReference names the ApiKey);
 //! what is missing is the record.
 //!
-//! The quota ledgers remember every key that was minted (an entry stays
-//! until an admission finds the key ended), so at start-up — as leader, once
+//! While keymint runs, the watch tells it each deletion with the ApiKey's
+//! last state: keymint's own cleanup appended that ApiKey's `deleted` entry
+//! (transition number: the last one its status records, plus one) before
+//! letting the finalizer go, so a deletion whose number the stream does not
+//! hold is one keymint did not see, and gets a `deleted-unobserved` entry
+//! under that same number ([`seen_deleted`]): exactly once, whichever
+//! writes first.
+//!
+//! While keymint is stopped nothing tells it. The quota ledgers remember
+//! every key that was minted (an entry stays until an admission finds the
+//! key ended), so at start-up — as leader, once
 //! the caches are synced — keymint looks for ledger entries whose ApiKey is
 //! gone. For those, it reads the whole stream (only then: most starts find
 //! none): a key whose deletion the stream holds was deleted by keymint;
@@ -25,6 +34,8 @@ use kube::api::ListParams;
 use tracing::{info, warn};
 
 use super::Context;
+use crate::apikey::ApiKey;
+use crate::apikey::lifecycle;
 use crate::audit::store::Segments;
 use crate::audit::{Action, AuditError, Draft, Entry};
 use crate::quota::slots::SlotError;
@@ -105,6 +116,77 @@ pub fn drafts(gone: &[Gone], stream: &[Entry], now: Timestamp, instance: &str) -
             }
         })
         .collect()
+}
+
+/// The `deleted-unobserved` entry of an ApiKey the watch says is gone, if
+/// the stream does not hold its deletion (`recorded`: whether it holds the
+/// deletion's number). Pure.
+pub fn seen_deleted_draft(
+    api_key: &ApiKey,
+    recorded: bool,
+    now: Timestamp,
+    instance: &str,
+) -> Option<Draft> {
+    if recorded {
+        return None;
+    }
+    let status = api_key.status.as_ref();
+    let key_id = status.and_then(|s| s.key_id.clone());
+    let phase = status
+        .and_then(|s| s.phase)
+        .map_or_else(|| "none".to_string(), |p| format!("{p:?}"));
+    Some(Draft {
+        time: now,
+        action: Action::DeletedUnobserved,
+        namespace: api_key.namespace().unwrap_or_default(),
+        name: api_key.name_any(),
+        uid: api_key.uid().unwrap_or_default(),
+        transition: deletion_number(api_key),
+        project: api_key.spec.project.clone(),
+        owner: api_key.spec.owner.clone(),
+        message: format!(
+            "ApiKey deleted without keymint's cleanup (its finalizer was removed by someone else); \
+             key {}; last phase {phase}; its Secret is deleted by the garbage collector",
+            key_id.as_deref().unwrap_or("(none)"),
+        ),
+        key_id,
+        reason: "DeletedUnobserved".to_string(),
+        instance: instance.to_string(),
+        pruned_through: None,
+    })
+}
+
+/// The transition number an ApiKey's deletion is recorded under: the last
+/// one its status records, plus one (as the cleanup numbers it).
+fn deletion_number(api_key: &ApiKey) -> u64 {
+    lifecycle::last_transition_number(api_key.status.as_ref()).saturating_add(1)
+}
+
+/// Records the deletion of `api_key` (its last state, from the watch) if
+/// keymint did not see it. Failures are logged: the start-up look finds a
+/// minted key's deletion again.
+pub async fn seen_deleted(ctx: &Context, api_key: &ApiKey) {
+    let uid = api_key.uid().unwrap_or_default();
+    let number = deletion_number(api_key);
+    let now = Timestamp::now();
+    // Asked as of the deletion (its deletionTimestamp): a deletion older
+    // than what the stream's index covers counts as recorded.
+    let at = api_key
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or(now, |t| t.0);
+    let recorded = ctx.reporter.audit.is_recorded(&uid, number, at);
+    let instance = &ctx.reporter.audit.instance;
+    let Some(draft) = seen_deleted_draft(api_key, recorded, now, instance) else {
+        return;
+    };
+    warn!(apikey = %api_key.name_any(), key_id = draft.key_id.as_deref(), "{}", draft.message);
+    ctx.reporter.audit.expect(&uid, number, now);
+    if let Err(e) = ctx.reporter.audit.append(vec![draft]).await {
+        warn!(apikey = %api_key.name_any(), error = %e, "cannot record a deletion keymint did not see");
+    }
+    ctx.reporter.audit.settle(&uid, number);
 }
 
 /// Records the deletions keymint did not see, retrying until it has looked
@@ -270,6 +352,28 @@ mod tests {
         ];
         let now = ts("2027-01-01T00:00:00Z");
         assert!(drafts(&[gone("u1"), gone("u2")], &stream, now, "vm/1").is_empty());
+    }
+
+    #[test]
+    fn a_deletion_the_watch_reports_is_recorded_under_the_cleanups_number_unless_recorded() {
+        let spec =
+            serde_json::from_value(serde_json::json!({"project": "payments", "owner": "alice"}))
+                .expect("spec");
+        let mut key = ApiKey::new("k", spec);
+        key.metadata.namespace = Some("ns".into());
+        key.metadata.uid = Some("u1".into());
+        key.status = serde_json::from_value(serde_json::json!({
+            "phase": "Active", "keyId": "km_one",
+            "lastTransitions": [{"number": 1, "action": "minted", "time": "2026-03-01T00:00:00Z", "instance": "vm/0"}],
+        }))
+        .expect("status");
+        let now = ts("2027-01-01T00:00:00Z");
+        assert_eq!(seen_deleted_draft(&key, true, now, "vm/1"), None);
+        let d = seen_deleted_draft(&key, false, now, "vm/1").expect("a draft");
+        assert_eq!(d.action, Action::DeletedUnobserved);
+        assert_eq!((d.uid.as_str(), d.transition), ("u1", 2));
+        assert_eq!(d.key_id.as_deref(), Some("km_one"));
+        assert!(d.message.contains("Active"), "{}", d.message);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use kube::{Api, Client, Config};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::apikey::GuardedApiKey;
 use crate::apikey::provenance::SealKey;
+use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::audit::store::Segments;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::grant::{Grants, ProjectGrant};
@@ -270,7 +270,16 @@ async fn control(
     ));
     let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
     let api_keys = watched.api_keys.clone();
-    let triggers = triggers(watched.api_keys, &cache, &own_writes, &waiting, &wake_tx);
+    // ApiKeys the watch says are gone, to find deletions keymint did not see.
+    let (deleted_tx, mut deleted_rx) = futures::channel::mpsc::unbounded();
+    let watches = Watches {
+        cache: &cache,
+        own_writes: &own_writes,
+        waiting: &waiting,
+        wake: &wake_tx,
+        deleted: deleted_tx,
+    };
+    let triggers = triggers(watched.api_keys, watches);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
     let _ = status.cache.set(cache.clone());
@@ -310,6 +319,12 @@ async fn control(
         tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
         let recording = ctx.clone();
         tokio::spawn(async move { reconcile::unobserved::record(&recording, segments).await });
+        let seeing = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(api_key) = deleted_rx.next().await {
+                reconcile::unobserved::seen_deleted(&seeing, &api_key).await;
+            }
+        });
         let shut_down = async {
             stop.await;
             queue.shut_down();
@@ -330,13 +345,11 @@ async fn control(
 /// reconcile.
 fn triggers(
     api_keys: Api<GuardedApiKey>,
-    cache: &Arc<ApiKeyCache>,
-    own_writes: &OwnWrites,
-    waiting: &Arc<WaitingKeys>,
-    wake: &futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+    watches: Watches<'_>,
 ) -> impl Stream<Item = Result<ObjectRef<GuardedApiKey>, watcher::Error>> + Send + 'static {
-    let (own_writes, cache) = (own_writes.clone(), cache.clone());
-    let (waiting, wake) = (waiting.clone(), wake.clone());
+    let (own_writes, cache) = (watches.own_writes.clone(), watches.cache.clone());
+    let (waiting, wake) = (watches.waiting.clone(), watches.wake.clone());
+    let deleted = watches.deleted;
     // Lean objects (`apikey::lean`): what keymint reads, nothing else.
     list_then_watch(api_keys)
         .default_backoff()
@@ -347,6 +360,9 @@ fn triggers(
             for waiting in waiting.observe(event) {
                 let _ = wake.unbounded_send(waiting);
             }
+            if let watcher::Event::Delete(GuardedApiKey(Ok(api_key))) = event {
+                let _ = deleted.unbounded_send(api_key.clone());
+            }
         })
         .applied_objects()
         // A status keymint just wrote comes back on the watch: it is what the
@@ -354,6 +370,16 @@ fn triggers(
         // Secret read. Periodic verification still runs.
         .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
         .map_ok(|api_key| queued(&api_key))
+}
+
+/// What the ApiKey watch feeds besides the work queue.
+struct Watches<'a> {
+    cache: &'a Arc<ApiKeyCache>,
+    own_writes: &'a OwnWrites,
+    waiting: &'a Arc<WaitingKeys>,
+    wake: &'a futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+    /// The last state of each ApiKey the watch says is gone.
+    deleted: futures::channel::mpsc::UnboundedSender<ApiKey>,
 }
 
 /// A key as the work queue holds it: its namespace and name. The UID and

@@ -118,3 +118,61 @@ async fn a_deletion_behind_keymints_back_is_audited_exactly_once() {
     }
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_deletion_behind_a_running_keymints_back_is_audited_once_and_a_normal_one_only_as_deleted()
+ {
+    let ns = TestNamespace::new("unobserved-live").await;
+    let keys: Api<ApiKey> = ns.api();
+    let mut operator = Operator::start(&ns.name, &[]);
+    let mut uids = Vec::new();
+    for name in ["bypassed", "normal"] {
+        keys.create(&PostParams::default(), &api_key(name, "payments", "alice"))
+            .await
+            .expect("create an ApiKey");
+        let active = wait_for_phase(&keys, name, Phase::Active, Duration::from_secs(30)).await;
+        uids.push(active.uid().expect("uid"));
+    }
+    let (bypassed, normal) = (&uids[0], &uids[1]);
+    keys.delete("normal", &DeleteParams::default())
+        .await
+        .expect("delete an ApiKey the usual way");
+    let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
+    keys.patch(
+        "bypassed",
+        &PatchParams::default(),
+        &Patch::Merge(&no_finalizers),
+    )
+    .await
+    .expect("remove the finalizer as an admin");
+    keys.delete("bypassed", &DeleteParams::default())
+        .await
+        .expect("delete the ApiKey");
+    eventually(Duration::from_secs(30), || async {
+        let entries = entries(&ns).await;
+        unobserved_of(&entries, bypassed).len() == 1
+            && entries
+                .iter()
+                .any(|e| &e.uid == normal && e.action == Action::Deleted)
+    })
+    .await;
+
+    // A restart finds both gone in the ledger: neither is recorded again.
+    assert!(operator.terminate(), "keymint stops cleanly");
+    operator = Operator::start(&ns.name, &[]);
+    looked(&operator).await;
+    let entries = entries(&ns).await;
+    assert_eq!(unobserved_of(&entries, bypassed).len(), 1);
+    assert!(unobserved_of(&entries, normal).is_empty());
+    let deletions = |uid: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                e.uid == uid && matches!(e.action, Action::Deleted | Action::DeletedUnobserved)
+            })
+            .count()
+    };
+    assert_eq!((deletions(bypassed), deletions(normal)), (1, 1));
+    assert!(operator.terminate(), "keymint stops cleanly");
+    ns.delete().await;
+}

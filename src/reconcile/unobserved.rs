@@ -183,8 +183,14 @@ pub async fn seen_deleted(ctx: &Context, api_key: &ApiKey) {
     };
     warn!(apikey = %api_key.name_any(), key_id = draft.key_id.as_deref(), "{}", draft.message);
     ctx.reporter.audit.expect(&uid, number, now);
-    if let Err(e) = ctx.reporter.audit.append(vec![draft]).await {
-        warn!(apikey = %api_key.name_any(), error = %e, "cannot record a deletion keymint did not see");
+    match ctx.reporter.audit.append(vec![draft]).await {
+        Ok(appended) => {
+            let new = appended.into_iter().filter(|new| *new).count();
+            ctx.reporter.metrics.deletions_unobserved.inc_by(new as u64);
+        }
+        Err(e) => {
+            warn!(apikey = %api_key.name_any(), error = %e, "cannot record a deletion keymint did not see");
+        }
     }
     ctx.reporter.audit.settle(&uid, number);
 }
@@ -251,7 +257,9 @@ async fn look(ctx: &Context, segments: &Segments) -> Result<usize, UnobservedErr
         };
         ctx.slots.release_uid(&pair, &g.uid).await?;
     }
-    Ok(appended.into_iter().filter(|new| *new).count())
+    let new = appended.into_iter().filter(|new| *new).count();
+    ctx.reporter.metrics.deletions_unobserved.inc_by(new as u64);
+    Ok(new)
 }
 
 /// The keys `cm` (a ledger) holds whose ApiKey is gone. A ledger that

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub audit_segments_read: Gauge,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
+    /// ApiKeys deleted without keymint's cleanup (`reconcile::unobserved`).
+    pub deletions_unobserved: Counter,
     /// ApiKeys due and waiting for a worker (`runtime::queue`).
     pub queue_depth: Gauge,
     pub leader: Gauge,
@@ -71,6 +73,7 @@ impl Metrics {
             audit_appends: Counter::default(),
             audit_segments_read: Gauge::default(),
             events_dropped: Counter::default(),
+            deletions_unobserved: Counter::default(),
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
             owner_binding_enforced,
@@ -128,6 +131,11 @@ impl Metrics {
             "events_dropped",
             "Transition Events dropped because their queue was full",
             self.events_dropped.clone(),
+        );
+        r.register(
+            "deletions_unobserved",
+            "ApiKeys deleted without keymint's cleanup (their finalizer removed by someone else), recorded as deleted-unobserved",
+            self.deletions_unobserved.clone(),
         );
         r.register(
             "queue_depth",

@@ -156,6 +156,12 @@ async fn a_deletion_behind_a_running_keymints_back_is_audited_once_and_a_normal_
                 .any(|e| &e.uid == normal && e.action == Action::Deleted)
     })
     .await;
+    let addr = operator.http_addr().await;
+    let (_, metrics) = crate::support::http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("keymint_deletions_unobserved_total 1"),
+        "counted once: {metrics}"
+    );
 
     // A restart finds both gone in the ledger: neither is recorded again.
     assert!(operator.terminate(), "keymint stops cleanly");

@@ -11,6 +11,11 @@
 //! behind the API server and remembers the ledger it last wrote. Either may
 //! crash between any two calls — notably between the ledger write and the
 //! Secret create. Users create keys, delete them, and let them expire.
+//! keymint's namespace may be deleted and re-created: the ledger is gone,
+//! and so are both processes (they ran in it; a terminating namespace
+//! admits no new ConfigMap, so no ledger is rebuilt until it is gone), while
+//! the ApiKeys and their Secrets remain. A missing ledger is rebuilt from
+//! the ApiKeys as the API server has them (`quota::rebuild::ledger`).
 //!
 //! One key is reconciled in one place at a time, and sees its own latest
 //! version (the controller serialises reconciles per key; a stale copy only
@@ -27,9 +32,10 @@
 //! exist, and no write admits a key whose namespace was not granted when
 //! the write was planned. At quiescence: no granted key waits while a slot
 //! is free, no key not granted holds a slot it has not minted with, and
-//! every key is minted at most once. Three broken protocols (a write
+//! every key is minted at most once. Four broken protocols (a write
 //! without the compare-and-swap; minting before the ledger write; a batch
-//! admission that ignores the grants) must be caught.
+//! admission that ignores the grants; a missing ledger read as empty) must
+//! be caught.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +47,7 @@ use keymint::apikey::{ApiKey, ApiKeySpec, ApiKeyStatus, Phase};
 use keymint::grant::Projects;
 use keymint::grant::rule;
 use keymint::quota::admission::{self, Plan, Waiting};
-use keymint::quota::{Admission, Entry, Ledger};
+use keymint::quota::{Admission, Entry, Ledger, Pair, rebuild};
 
 /// What the model's controller may get wrong, to prove the checks bite.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,6 +60,8 @@ enum Protocol {
     /// Admits the pair's waiting keys along with another whatever their
     /// namespace is granted.
     AdmitUngranted,
+    /// Reads a missing ledger as empty instead of rebuilding it.
+    EmptyWhenMissing,
 }
 
 /// xorshift64*: deterministic per seed, no dependency.
@@ -68,12 +76,13 @@ impl Rng {
     }
 }
 
-/// The API server: ApiKeys by UID, Secrets by ApiKey UID, one ledger.
+/// The API server: ApiKeys by UID, Secrets by ApiKey UID, one ledger
+/// (None: its ConfigMap is missing).
 #[derive(Clone, Default)]
 struct Server {
     keys: BTreeMap<String, ApiKey>,
     secrets: BTreeMap<String, u32>,
-    ledger: Ledger,
+    ledger: Option<Ledger>,
     version: u64,
     /// How many keys were ever minted per UID (exactly once: at most 1).
     mints: BTreeMap<String, u32>,
@@ -186,14 +195,44 @@ impl Model {
     /// one API call of one process.
     fn step(&mut self) {
         self.server.now_ms += 100;
-        match self.rng.below(20) {
-            0..=2 => self.create(),
-            3 => self.delete_random(),
-            4 => self.expire_random(),
-            5..=7 => self.sync_cache(),
-            8 => self.crash(),
-            9 => self.toggle_grant(),
+        match self.rng.below(40) {
+            0..=5 => self.create(),
+            6 | 7 => self.delete_random(),
+            8 | 9 => self.expire_random(),
+            10..=15 => self.sync_cache(),
+            16 | 17 => self.crash(),
+            18 | 19 => self.toggle_grant(),
+            20 => self.lose_namespace(),
             _ => self.advance(),
+        }
+    }
+
+    /// keymint's namespace is deleted and re-created: the ledger is gone
+    /// and both processes stopped; ApiKeys and Secrets live elsewhere.
+    fn lose_namespace(&mut self) {
+        self.server.ledger = None;
+        self.server.version += 1;
+        for p in &mut self.processes {
+            p.seen = None;
+            p.work.clear();
+        }
+    }
+
+    /// The ledger as read from the server: a missing one rebuilt from the
+    /// ApiKeys as the server has them (`Slots::rebuild` lists them fresh),
+    /// and whether it was rebuilt (then it is written even if nothing is
+    /// admitted).
+    fn read_ledger(&self) -> (Ledger, bool) {
+        match (&self.server.ledger, self.protocol) {
+            (Some(ledger), _) => (ledger.clone(), false),
+            (None, Protocol::EmptyWhenMissing) => (Ledger::default(), false),
+            (None, _) => {
+                let pair = Pair {
+                    project: "p",
+                    owner: "alice",
+                };
+                (rebuild::ledger(&pair, self.server.keys.values()), true)
+            }
         }
     }
 
@@ -339,7 +378,7 @@ impl Model {
             // Not granted: no slot, and one it was admitted to goes back
             // (`Slots::release`, one read and one write).
             Step::RequestSlot if !self.granted(&cached) => {
-                let mut ledger = self.server.ledger.clone();
+                let (mut ledger, _) = self.read_ledger();
                 if ledger.release(u) {
                     self.cas(p, ledger, self.server.version);
                 }
@@ -359,9 +398,12 @@ impl Model {
     /// from the (possibly stale) cache, the plan; a full pair drops ended
     /// entries (cache first, else ask the server) and plans again.
     fn read_and_plan(&mut self, p: usize, me: &ApiKey) -> Stage {
-        let (mut ledger, version) = match &self.processes[p].seen {
-            Some(seen) => seen.clone(),
-            None => (self.server.ledger.clone(), self.server.version),
+        let (mut ledger, version, rebuilt) = match &self.processes[p].seen {
+            Some((ledger, version)) => (ledger.clone(), *version, false),
+            None => {
+                let (ledger, rebuilt) = self.read_ledger();
+                (ledger, self.server.version, rebuilt)
+            }
         };
         let now = self.now();
         let waiting: Vec<Waiting> = self.processes[p]
@@ -373,7 +415,7 @@ impl Model {
             .collect();
         let me = waiting_entry(me);
         let mut plan = admission::plan(&ledger, &me, &waiting, self.limit);
-        let mut dropped = false;
+        let mut dropped = rebuilt;
         if let Plan::Full { .. } = plan {
             let ended: Vec<String> = ledger
                 .iter()
@@ -469,7 +511,7 @@ impl Model {
             return false;
         }
         self.server.version += 1;
-        self.server.ledger = ledger.clone();
+        self.server.ledger = Some(ledger.clone());
         self.processes[p].seen = Some((ledger, self.server.version));
         true
     }
@@ -563,7 +605,7 @@ impl Model {
     /// namespace is not granted holds a slot without a Secret.
     fn check_settled(&self) -> Result<(), String> {
         let now = self.now();
-        for (u, _) in self.server.ledger.iter() {
+        for (u, _) in self.server.ledger.iter().flat_map(Ledger::iter) {
             let ungranted = self.server.keys.get(u).is_some_and(|k| !self.granted(k));
             if ungranted && !self.server.secrets.contains_key(u) {
                 return Err(format!("{u} holds a slot its namespace is not granted"));
@@ -629,6 +671,15 @@ fn the_model_catches_minting_before_the_ledger_write() {
     assert!(
         caught,
         "minting before the ledger write must break the limit in some run"
+    );
+}
+
+#[test]
+fn the_model_catches_a_missing_ledger_read_as_empty() {
+    let caught = (1..=300).any(|seed| simulate(seed, 400, Protocol::EmptyWhenMissing).is_err());
+    assert!(
+        caught,
+        "a ledger lost with the namespace and read as empty must break the limit in some run"
     );
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// An action. The lifecycle's transitions are all but the last two.
+/// An action. The lifecycle's transitions are all but the last three.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
@@ -31,12 +31,16 @@ pub enum Action {
     NeverShown,
     /// The ApiKey was deleted (recorded by its finalizer, never in status).
     Deleted,
+    /// The ApiKey was deleted without its finalizer running (someone else
+    /// removed it): found gone at start-up, recorded with what keymint last
+    /// knew; its Secret is deleted by the garbage collector.
+    DeletedUnobserved,
     /// Audit retention removed old segments (a stream entry, no ApiKey).
     Pruned,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Minted,
         Action::Rejected,
         Action::Conflict,
@@ -48,6 +52,7 @@ impl Action {
         Action::Revealed,
         Action::NeverShown,
         Action::Deleted,
+        Action::DeletedUnobserved,
         Action::Pruned,
     ];
 
@@ -65,6 +70,7 @@ impl Action {
             Action::Revealed => "revealed",
             Action::NeverShown => "never-shown",
             Action::Deleted => "deleted",
+            Action::DeletedUnobserved => "deleted-unobserved",
             Action::Pruned => "pruned",
         }
     }
@@ -131,7 +137,7 @@ impl TryFrom<Action> for Transition {
             Action::SecretRestored => Transition::SecretRestored,
             Action::Revealed => Transition::Revealed,
             Action::NeverShown => Transition::NeverShown,
-            Action::Deleted | Action::Pruned => return Err(action),
+            Action::Deleted | Action::DeletedUnobserved | Action::Pruned => return Err(action),
         })
     }
 }
@@ -198,7 +204,10 @@ mod tests {
         for action in Action::ALL {
             match Transition::try_from(action) {
                 Ok(t) => assert_eq!(Action::from(t), action),
-                Err(a) => assert!(matches!(a, Action::Deleted | Action::Pruned)),
+                Err(a) => assert!(matches!(
+                    a,
+                    Action::Deleted | Action::DeletedUnobserved | Action::Pruned
+                )),
             }
         }
         let read: Result<Transition, _> = serde_json::from_str("\"deleted\"");

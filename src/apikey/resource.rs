@@ -14,10 +14,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::apikey::action::Transition;
 
-/// An RFC 3339 date-time. The schema's `format: date-time` alone lets some
-/// malformed values through (any character before a fraction), which keymint
-/// then could not read.
-const RFC3339: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+/// An RFC 3339 date-time that keymint can read. The API server's
+/// `format: date-time` checks the date and the time of day but lets through
+/// what keymint's parser (jiff, behind k8s-openapi's `Time`) refuses, and a
+/// value keymint cannot read makes the whole ApiKey unreadable. Measured
+/// against the real API server (`tests/e2e/expires_at.rs`), it accepts: any
+/// character before a fraction; a fraction of any length (keymint reads at
+/// most 9 digits); any two digits of offset (`+99:99`; RFC 3339 allows
+/// hours 00–23, minutes 00–59); and year 9999 with a negative offset, which
+/// lies past the last instant keymint can represent. So the pattern refuses
+/// those, naming the field; `every_date_time_the_schema_admits_is_read`
+/// proves the two agree.
+const RFC3339: &str = "^([0-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 /// A DNS label (RFC 1123): what `spec.project` must look like.
 const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A DNS subdomain (RFC 1123): what a Secret name must look like.
@@ -320,7 +328,82 @@ pub fn unreadable_field(object: &serde_json::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// What the API server admits for `spec.expiresAt`: the CRD's pattern,
+    /// and `format: date-time`, which (as the real API server shows,
+    /// `tests/e2e/expires_at.rs`) checks the date and the time of day and
+    /// nothing else: not the offset, not the fraction's length.
+    fn admitted(value: &str) -> bool {
+        static PATTERN: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(RFC3339).expect("the pattern compiles"));
+        let pattern = &*PATTERN;
+        let field = |from: usize, to: usize| value.get(from..to)?.parse::<u32>().ok();
+        let valid_date_and_time = || -> Option<bool> {
+            let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
+            let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let days = match month {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                1..=12 => 31,
+                _ => return Some(false),
+            };
+            Some((1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60)
+        };
+        pattern.is_match(value) && valid_date_and_time() == Some(true)
+    }
+
+    fn read(value: &str) -> Result<Time, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::String(value.to_string()))
+    }
+
+    /// A date-time in any of the shapes RFC 3339 and the API server allow,
+    /// with every field's digits drawn beyond their ranges too.
+    fn date_time() -> impl Strategy<Value = String> {
+        let date = (0u32..=9999, 0u32..=13, 0u32..=32);
+        let time = (0u32..=24, 0u32..=60, 0u32..=60, "(\\.[0-9]{1,12})?");
+        let zone = "[Zz]|[+-][0-9]{2}:[0-9]{2}";
+        (date, "[Tt]", time, zone).prop_map(|((y, mo, d), t, (h, mi, s, fraction), zone)| {
+            format!("{y:04}-{mo:02}-{d:02}{t}{h:02}:{mi:02}:{s:02}{fraction}{zone}")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn every_date_time_the_schema_admits_is_read(value in date_time()) {
+            if admitted(&value) {
+                prop_assert!(read(&value).is_ok(), "{value}: {:?}", read(&value));
+            }
+        }
+    }
+
+    #[test]
+    fn the_edges_of_what_the_schema_admits_are_read() {
+        for value in [
+            "0000-01-01T00:00:00+23:59",
+            "9998-12-31T23:59:59.999999999-23:59",
+            "2096-02-29t23:59:59z",
+            "2099-01-31T00:00:00-00:00",
+        ] {
+            assert!(admitted(value), "{value}");
+            assert!(read(value).is_ok(), "{value}");
+        }
+        for value in [
+            "9999-12-31T23:59:59-23:59",
+            "2099-01-31T00:00:00.1234567890Z",
+            "2099-01-31T00:00:00+24:00",
+            "2099-01-31T00:00:00+00:60",
+            "2099-01-31T00:00:00x5Z",
+        ] {
+            assert!(!admitted(value), "{value}");
+        }
+    }
 
     #[test]
     fn an_unreadable_api_key_names_the_field() {

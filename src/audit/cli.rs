@@ -65,7 +65,7 @@ pub struct Filter {
     pub namespace: Option<String>,
     /// Only this action (minted, rejected, conflict, expiring-soon, expired,
     /// secret-lost, secret-tampered, secret-restored, revealed, never-shown,
-    /// deleted, pruned, stream-started).
+    /// deleted, deleted-unobserved, pruned).
     #[arg(long, value_parser = parse_action)]
     pub action: Option<Action>,
     /// Only entries at or after this time: RFC 3339, or an age like `24h`.

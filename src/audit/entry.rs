@@ -444,6 +444,7 @@ mod tests {
             "revealed",
             "never-shown",
             "deleted",
+            "deleted-unobserved",
             "pruned",
         ];
         for (action, name) in Action::ALL.into_iter().zip(names) {

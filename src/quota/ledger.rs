@@ -32,9 +32,16 @@
 //! * **Release is final.** What ends a key (phase Expired) is on its status
 //!   before its Secret is deleted, and such a key never asks for a slot
 //!   again, so a later change to `spec.expiresAt` cannot bring it back.
-//! * A missing ConfigMap (or data key) is an empty ledger, created with
-//!   create (which fails if another writer created it first). A present but
-//!   unparsable value is an error, never "empty": that would reset the quota.
+//! * **A missing ledger is rebuilt, never read as empty.** When the
+//!   ConfigMap (or its data key) is missing — the pair's first key, or
+//!   keymint's namespace deleted and re-created — the entries are rebuilt
+//!   from the ApiKeys of the pair that hold a minted key
+//!   ([`crate::quota::rebuild`]), listed fresh from the API server (a cache
+//!   may not have seen a key minted a moment ago), and written with create
+//!   (which fails if another writer created it first) before anything is
+//!   admitted against them. Keys admitted but not minted yet are not
+//!   rebuilt: they ask for a slot again. A present but unparsable value is
+//!   an error, never "empty": that would reset the quota.
 
 use std::collections::BTreeMap;
 
@@ -200,6 +207,13 @@ impl Ledger {
         }
         self.entries.insert(uid.to_owned(), entry);
         Admission::Admitted
+    }
+
+    /// Records `uid` whatever the limit: a ledger rebuilt from the ApiKeys
+    /// must count every key that holds a slot, even beyond a lowered limit
+    /// (under-counting is the one error the ledger must never make).
+    pub fn restore(&mut self, uid: &str, entry: Entry) {
+        self.entries.entry(uid.to_owned()).or_insert(entry);
     }
 
     /// Removes `uid`; true if it was present. Call only once the key's
@@ -479,6 +493,20 @@ mod tests {
         );
         assert!(l.release("b"));
         assert_eq!(l.admit("d", entry("d"), 2), Admission::Admitted);
+    }
+
+    #[test]
+    fn restore_counts_beyond_the_limit_and_keeps_the_first_entry() {
+        let mut l = Ledger::default();
+        l.restore("a", entry("a"));
+        l.restore("b", entry("b"));
+        l.restore("a", entry("other"));
+        assert_eq!(l.admitted(), 2);
+        assert_eq!(l.get("a"), Some(&entry("a")));
+        assert_eq!(
+            l.admit("c", entry("c"), 1),
+            Admission::Full { live: 2, limit: 1 }
+        );
     }
 
     #[test]

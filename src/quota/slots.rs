@@ -6,20 +6,25 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use tracing::warn;
 
 use super::admission::{self, Plan, Waiting};
 use super::ledger::{Admission, Entry, Ledger, Pair};
-use super::store::{self, LedgerError, Versioned};
+use super::rebuild;
+use super::store::{self, LedgerError, Loaded, Versioned};
 use super::waiting::WaitingKeys;
 use crate::apikey::lifecycle::waits_for_slot;
 use crate::apikey::{ApiKey, GuardedApiKey};
 use crate::grant::Grants;
 use crate::runtime::cache::ApiKeyCache;
+use crate::runtime::watch;
 
 /// Ledger writes that lose a race are retried this many times in one
 /// request before the reconcile is retried as a whole.
@@ -38,6 +43,12 @@ pub enum Slot {
 pub enum SlotError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("cannot list ApiKeys to rebuild the missing quota ledger {ledger}: {}", crate::api_error::describe(.source))]
+    ListApiKeys {
+        ledger: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot read ApiKey {namespace}/{name} to see whether it still holds a quota slot: {}", crate::api_error::describe(.source))]
     GetApiKey {
         namespace: String,
@@ -50,6 +61,9 @@ pub enum SlotError {
 /// The quota ledgers of keymint's namespace, as one process sees them.
 pub struct Slots {
     pub client: Client,
+    /// The ApiKeys keymint watches (cluster-wide, or one namespace): a
+    /// missing ledger is rebuilt from these.
+    api_keys: Api<GuardedApiKey>,
     /// Quota ledgers, in keymint's own namespace.
     pub ledgers: Api<ConfigMap>,
     /// The controller's cache of ApiKeys: used to find keys waiting for a
@@ -76,7 +90,7 @@ pub struct Slots {
 
 impl Slots {
     pub fn new(
-        client: Client,
+        api_keys: Api<GuardedApiKey>,
         ledgers: Api<ConfigMap>,
         cache: Arc<ApiKeyCache>,
         waiting: Arc<WaitingKeys>,
@@ -85,7 +99,8 @@ impl Slots {
         limit: usize,
     ) -> Slots {
         Slots {
-            client,
+            client: api_keys.clone().into_client(),
+            api_keys,
             ledgers,
             cache,
             waiting,
@@ -117,17 +132,18 @@ impl Slots {
         let mut versioned = self.ledger(pair).await?;
         let waiting = self.waiting_keys(pair);
         let mut plan = admission::plan(&versioned.ledger, me, &waiting, self.limit);
-        let mut dropped = false;
+        // A rebuilt ledger is written even if this request admits nothing.
+        let mut changed = versioned.rebuilt;
         if let Plan::Full { .. } = plan {
             // Lazy release: only a full pair looks for ended keys.
-            dropped = self.drop_ended(&mut versioned.ledger).await?;
+            changed |= self.drop_ended(&mut versioned.ledger).await?;
             plan = admission::plan(&versioned.ledger, me, &waiting, self.limit);
         }
         match plan {
             Plan::AlreadyAdmitted => Ok(Some(Slot::Granted)),
             Plan::Admit { with } => self.admit(pair, versioned, me, with).await,
             Plan::Full { admitted, position } => {
-                if dropped && !self.save(pair, versioned).await? {
+                if changed && !self.save(pair, versioned).await? {
                     return Ok(None);
                 }
                 let message = admission::rejection_message(pair, admitted, self.limit, position);
@@ -175,15 +191,21 @@ impl Slots {
     /// waiting in its pair: for a key that can never mint (a foreign Secret
     /// holds its name).
     pub async fn release(&self, api_key: &ApiKey) -> Result<(), SlotError> {
-        let pair = pair_of(api_key);
         let uid = api_key.uid().unwrap_or_default();
-        let lock = self.pair_lock(&pair);
+        self.release_uid(&pair_of(api_key), &uid).await
+    }
+
+    /// Gives the slot of the key `uid` of `pair` back (if it holds one) and
+    /// wakes the keys waiting in the pair: for a key that can never mint,
+    /// or whose ApiKey is gone.
+    pub async fn release_uid(&self, pair: &Pair<'_>, uid: &str) -> Result<(), SlotError> {
+        let lock = self.pair_lock(pair);
         let released = {
             let _turn = lock.lock().await;
-            self.release_locked(&pair, &uid).await?
+            self.release_locked(pair, uid).await?
         };
         if released {
-            for waiting in self.waiting.of(&pair) {
+            for waiting in self.waiting.of(pair) {
                 let _ = self.wake.unbounded_send(waiting);
             }
         }
@@ -221,15 +243,33 @@ impl Slots {
     }
 
     async fn has_ended(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
-        let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
-        let cached = self.cache.get(&reference);
-        let same_key = cached
-            .as_deref()
-            .and_then(|guarded| guarded.0.as_ref().ok())
-            .filter(|k| k.uid().as_deref() == Some(uid));
-        if let Some(k) = same_key {
-            return Ok(admission::slot_freed(k.status.as_ref()));
+        match self.cached_slot_freed(uid, entry) {
+            Some(freed) => Ok(freed),
+            None => self.gone_from_the_api_server(uid, entry).await,
         }
+    }
+
+    /// Whether the ApiKey a ledger entry records is gone: not cached under
+    /// its UID, and confirmed with the API server (the cache may not have
+    /// seen a key another replica admitted).
+    pub async fn is_gone(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
+        match self.cached_slot_freed(uid, entry) {
+            Some(_) => Ok(false),
+            None => self.gone_from_the_api_server(uid, entry).await,
+        }
+    }
+
+    /// Whether the cached ApiKey an entry records has freed its slot; None
+    /// if the cache does not hold it under the entry's UID (or cannot read
+    /// it).
+    fn cached_slot_freed(&self, uid: &str, entry: &Entry) -> Option<bool> {
+        let reference = ObjectRef::new(&entry.name).within(&entry.namespace);
+        let cached = self.cache.get(&reference)?;
+        let key = cached.0.as_ref().ok()?;
+        (key.uid().as_deref() == Some(uid)).then(|| admission::slot_freed(key.status.as_ref()))
+    }
+
+    async fn gone_from_the_api_server(&self, uid: &str, entry: &Entry) -> Result<bool, SlotError> {
         let api: Api<ApiKey> = Api::namespaced(self.client.clone(), &entry.namespace);
         let found =
             api.get_metadata_opt(&entry.name)
@@ -266,14 +306,64 @@ impl Slots {
         waiting
     }
 
-    /// The pair's ledger: as last seen by this process, else read. Call
-    /// under the pair's lock.
-    async fn ledger(&self, pair: &Pair<'_>) -> Result<Versioned, LedgerError> {
+    /// The pair's ledger: as last seen by this process, else read, else
+    /// (missing) rebuilt. Call under the pair's lock.
+    async fn ledger(&self, pair: &Pair<'_>) -> Result<Versioned, SlotError> {
         let seen = self.seen().get(&pair.ledger_name()).cloned();
-        match seen {
-            Some(versioned) => Ok(versioned),
-            None => store::load(&self.ledgers, pair).await,
+        if let Some(versioned) = seen {
+            return Ok(versioned);
         }
+        match store::load(&self.ledgers, pair).await? {
+            Loaded::Found(versioned) => Ok(versioned),
+            Loaded::Missing(missing) => Ok(missing.rebuilt(self.rebuild(pair).await?)),
+        }
+    }
+
+    /// The pair's ledger rebuilt from the ApiKeys that hold a minted key,
+    /// listed fresh: the cache may lag behind a key minted (by this process
+    /// or another replica) a moment before the ledger went missing, and a
+    /// key it missed would be a slot counted twice. This costs one list of
+    /// the ApiKeys, once per pair whose ledger is missing (a pair's
+    /// first key, or after keymint's namespace was lost).
+    async fn rebuild(&self, pair: &Pair<'_>) -> Result<Ledger, SlotError> {
+        let ledger_name = pair.ledger_name();
+        // The watches' list, read as it arrives: only the pair's keys are kept.
+        let mut events = std::pin::pin!(watch::list_then_watch(self.api_keys.clone()));
+        let mut ledger = Ledger::default();
+        loop {
+            let event = events.next().await;
+            let key = match event {
+                Some(Ok(Event::InitApply(key))) => key,
+                Some(Ok(Event::InitDone)) => break,
+                Some(Ok(_)) => continue,
+                Some(Err(watcher::Error::InitialListFailed(source))) => {
+                    return Err(SlotError::ListApiKeys {
+                        ledger: ledger_name,
+                        source,
+                    });
+                }
+                Some(Err(other)) => {
+                    return Err(SlotError::ListApiKeys {
+                        ledger: ledger_name,
+                        source: kube::Error::Service(other.into()),
+                    });
+                }
+                None => break,
+            };
+            if let Ok(key) = &key.0 {
+                for (uid, entry) in rebuild::ledger(pair, [key]).iter() {
+                    ledger.restore(uid, entry.clone());
+                }
+            }
+        }
+        if ledger.admitted() > 0 {
+            warn!(
+                ledger = %ledger_name,
+                keys = ledger.admitted(),
+                "quota ledger was missing: rebuilt from the ApiKeys that hold a minted key"
+            );
+        }
+        Ok(ledger)
     }
 
     /// Writes the pair's ledger (compare-and-swap) and remembers it as

@@ -3,7 +3,8 @@
 //! with optimistic concurrency. A key is recorded here before it is minted
 //! and removed only after its Secret is gone (lazily, when the slot is
 //! needed), so the ledger never undercounts — across restarts and across
-//! replicas.
+//! replicas. A missing ledger is reported as such, for the caller to
+//! rebuild (`quota::rebuild`): never read as empty.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,33 @@ pub const LABEL_LEDGER: &str = "keymint.dev/ledger";
 pub struct Versioned {
     pub ledger: Ledger,
     resource_version: Option<String>,
+    /// Rebuilt from the ApiKeys and not written yet: write it even when
+    /// nothing else changes, so that it is rebuilt once.
+    pub rebuilt: bool,
+}
+
+/// A ledger as found in the API server.
+pub enum Loaded {
+    Found(Versioned),
+    /// The ConfigMap, or its data key, is missing: rebuild the entries.
+    Missing(Missing),
+}
+
+/// Where a missing ledger is to be written: created, or (a ConfigMap
+/// without its data key) replaced against the version read.
+pub struct Missing {
+    resource_version: Option<String>,
+}
+
+impl Missing {
+    /// The ledger rebuilt from the ApiKeys, to be written.
+    pub fn rebuilt(self, ledger: Ledger) -> Versioned {
+        Versioned {
+            ledger,
+            resource_version: self.resource_version,
+            rebuilt: true,
+        }
+    }
 }
 
 /// Why a ledger could not be read or written. Each names the ledger; the
@@ -49,7 +77,7 @@ pub enum LedgerError {
     },
 }
 
-pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Versioned, LedgerError> {
+pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Loaded, LedgerError> {
     let name = pair.ledger_name();
     let read = api.get_opt(&name).await;
     let Some(cm) = read.map_err(|source| LedgerError::Read {
@@ -57,29 +85,31 @@ pub async fn load(api: &Api<ConfigMap>, pair: &Pair<'_>) -> Result<Versioned, Le
         source,
     })?
     else {
-        return Ok(Versioned {
-            ledger: Ledger::default(),
+        return Ok(Loaded::Missing(Missing {
             resource_version: None,
-        });
+        }));
     };
-    let json = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(Ledger::DATA_KEY))
-        .map_or("{}", String::as_str);
+    let json = cm.data.as_ref().and_then(|d| d.get(Ledger::DATA_KEY));
+    let Some(json) = json else {
+        return Ok(Loaded::Missing(Missing {
+            resource_version: cm.metadata.resource_version,
+        }));
+    };
     let ledger = Ledger::from_json(json).map_err(|e| LedgerError::Corrupt {
         name: name.clone(),
         reason: e.to_string(),
     })?;
-    Ok(Versioned {
+    Ok(Loaded::Found(Versioned {
         ledger,
         resource_version: cm.metadata.resource_version,
-    })
+        rebuilt: false,
+    }))
 }
 
 /// Writes the ledger back: create when it did not exist, replace with the
-/// read resourceVersion otherwise. Either way a concurrent writer makes this
-/// fail with [`LedgerError::Conflict`] instead of losing its write.
+/// read resourceVersion otherwise. Either way a concurrent writer (or a
+/// deletion since the read) makes this fail with [`LedgerError::Conflict`]
+/// instead of losing its write.
 /// On success `versioned` carries the version just written.
 pub async fn save(
     api: &Api<ConfigMap>,
@@ -109,9 +139,17 @@ pub async fn save(
     match compare_and_swap(api, &cm).await {
         Ok(version) => {
             versioned.resource_version = version;
+            versioned.rebuilt = false;
             Ok(())
         }
         Err(CasError::Conflict(name)) => Err(LedgerError::Conflict(name)),
+        // Replaced after it was deleted: read (and rebuild) it again. (A
+        // create's 404 is a missing namespace, reported as it is.)
+        Err(CasError::Api(kube::Error::Api(status)))
+            if status.code == 404 && versioned.resource_version.is_some() =>
+        {
+            Err(LedgerError::Conflict(pair.ledger_name()))
+        }
         Err(CasError::Api(source)) => Err(LedgerError::Write {
             name: pair.ledger_name(),
             source,

@@ -113,7 +113,9 @@ impl Error {
             | Error::DeleteSecret { .. }
             | Error::WriteStatus { .. }
             | Error::GetApiKey { .. }
-            | Error::Slot(SlotError::GetApiKey { .. }) => Category::KubernetesApi,
+            | Error::Slot(SlotError::GetApiKey { .. } | SlotError::ListApiKeys { .. }) => {
+                Category::KubernetesApi
+            }
             Error::Slot(SlotError::Ledger(e)) => ledger_category(e),
             Error::Finalizer { .. } | Error::FinalizerRefused(..) => Category::Finalizer,
             Error::Mint(_) => Category::MintFailed,

@@ -20,15 +20,16 @@ mod failure;
 pub mod own_writes;
 pub mod report;
 pub mod rounds;
+pub mod unobserved;
+mod unreadable;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
-use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use kube::{Client, ResourceExt};
 
 pub use error::{Category, Error};
 pub use failure::{Failures, backoff, error_policy};
@@ -80,7 +81,7 @@ pub async fn reconcile(obj: Arc<GuardedApiKey>, ctx: Arc<Context>) -> Result<Nex
     let started = Instant::now();
     let result = match &obj.0 {
         Ok(api_key) => reconcile_readable(api_key, &ctx).await,
-        Err(invalid) => Ok(report_unreadable(&obj, &invalid.error, &ctx).await),
+        Err(invalid) => unreadable::reconcile(&obj, &invalid.error, &ctx).await,
     };
     ctx.reporter
         .metrics
@@ -148,29 +149,4 @@ fn finalizer_error(api_key: &ApiKey, error: finalizer::Error<Error>) -> Result<N
             other.to_string(),
         )),
     }
-}
-
-/// An ApiKey keymint cannot read (garbage in its status, most likely):
-/// reported — Event, log, metric — and left until it changes, without
-/// stalling the others.
-async fn report_unreadable(obj: &GuardedApiKey, serde_message: &str, ctx: &Context) -> Next {
-    let reference = obj.object_ref(&());
-    let detail = unreadable_field(ctx, obj)
-        .await
-        .unwrap_or_else(|| serde_message.to_string());
-    let note = format!("keymint cannot read this ApiKey: {detail}");
-    warn!(apikey = reference.name.as_deref(), "{note}");
-    ctx.reporter.metrics.count_failure("InvalidSpec");
-    report::warning(&ctx.reporter.recorder, &reference, "InvalidSpec", &note).await;
-    Next::OnChange
-}
-
-/// Which field makes an ApiKey unreadable, from the object as stored (the
-/// guard keeps only serde's message, which does not say where).
-async fn unreadable_field(ctx: &Context, obj: &GuardedApiKey) -> Option<String> {
-    let resource = ApiResource::erase::<ApiKey>(&());
-    let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
-    let stored = api.get(&obj.name_any()).await.ok()?;
-    crate::apikey::unreadable_field(&serde_json::to_value(stored).ok()?)
 }

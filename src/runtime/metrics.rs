@@ -43,6 +43,8 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     /// Transition Events dropped because their queue was full.
     pub events_dropped: Counter,
+    /// ApiKeys deleted without keymint's cleanup (`reconcile::unobserved`).
+    pub deletions_unobserved: Counter,
     /// ApiKeys due and waiting for a worker (`runtime::queue`).
     pub queue_depth: Gauge,
     pub leader: Gauge,
@@ -79,6 +81,7 @@ impl Metrics {
             audit_segments_read: Gauge::default(),
             audit: AuditMetrics::new(DEFAULT_AUDIT_NAMESPACES),
             events_dropped: Counter::default(),
+            deletions_unobserved: Counter::default(),
             queue_depth: Gauge::default(),
             leader: Gauge::default(),
             owner_binding_enforced,
@@ -138,6 +141,11 @@ impl Metrics {
             "events_dropped",
             "Transition Events dropped because their queue was full",
             self.events_dropped.clone(),
+        );
+        r.register(
+            "deletions_unobserved",
+            "ApiKeys deleted without keymint's cleanup (their finalizer removed by someone else), recorded as deleted-unobserved",
+            self.deletions_unobserved.clone(),
         );
         r.register(
             "queue_depth",

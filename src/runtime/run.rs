@@ -15,8 +15,9 @@ use kube::{Api, Client, Config};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::apikey::GuardedApiKey;
 use crate::apikey::provenance::SealKey;
+use crate::apikey::{ApiKey, GuardedApiKey};
+use crate::audit::store::Segments;
 use crate::audit::stream::{AuditLog, AuditOptions};
 use crate::grant::{Grants, ProjectGrant};
 use crate::quota::slots::Slots;
@@ -234,12 +235,8 @@ async fn open_audit(
     metrics: &Metrics,
     key: crate::audit::AuditKey,
 ) -> Result<AuditLog, RunError> {
-    let namespace = options
-        .audit_namespace
-        .clone()
-        .unwrap_or_else(|| options.namespace.clone());
     let audit_options = AuditOptions {
-        namespace,
+        namespace: audit_namespace(options),
         segment_bytes: usize::try_from(options.audit_segment_bytes).unwrap_or(64 * 1024),
         retention: options.audit_retention()?,
         instance: instance.to_string(),
@@ -251,6 +248,14 @@ async fn open_audit(
     AuditLog::open(client.clone(), audit_options)
         .await
         .map_err(RunError::Audit)
+}
+
+/// Where the audit stream lives: `--audit-namespace`, else keymint's own.
+fn audit_namespace(options: &RunOptions) -> String {
+    options
+        .audit_namespace
+        .clone()
+        .unwrap_or_else(|| options.namespace.clone())
 }
 
 /// Resolves on shutdown or when the lease is lost.
@@ -283,7 +288,17 @@ async fn control(
         grants_listed,
     ));
     let queue = Arc::new(Queue::new(parts.metrics.queue_depth.clone()));
-    let triggers = triggers(watched.api_keys, &cache, &own_writes, &waiting, &wake_tx);
+    let api_keys = watched.api_keys.clone();
+    // ApiKeys the watch says are gone, to find deletions keymint did not see.
+    let (deleted_tx, mut deleted_rx) = futures::channel::mpsc::unbounded();
+    let watches = Watches {
+        cache: &cache,
+        own_writes: &own_writes,
+        waiting: &waiting,
+        wake: &wake_tx,
+        deleted: deleted_tx,
+    };
+    let triggers = triggers(watched.api_keys, watches);
     let triggers = stream::select(triggers, wake_rx.map(Ok));
     let feeding = tokio::spawn(workers::feed(triggers, queue.clone()));
     let _ = status.cache.set(cache.clone());
@@ -298,10 +313,12 @@ async fn control(
         Arc::new(move || queue.depth() > 0)
     };
     let kept = Kept {
+        api_keys,
         cache: cache.clone(),
         waiting,
         grants,
     };
+    let segments = Segments::new(parts.client.clone(), &audit_namespace(&parts.options));
     let (ctx, events) = context(parts, kept, wake_tx, own_writes, busy);
     let ctx = Arc::new(ctx);
     // Quotas count the cache, and a key is minted only for a granted
@@ -319,6 +336,14 @@ async fn control(
         status.caches_synced.store(true, Ordering::Release);
         info!("caches synced; ready");
         tokio::spawn(reconcile::rounds::verify_in_rounds(ctx.clone()));
+        let recording = ctx.clone();
+        tokio::spawn(async move { reconcile::unobserved::record(&recording, segments).await });
+        let seeing = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(api_key) = deleted_rx.next().await {
+                reconcile::unobserved::seen_deleted(&seeing, &api_key).await;
+            }
+        });
         let shut_down = async {
             stop.await;
             queue.shut_down();
@@ -339,13 +364,11 @@ async fn control(
 /// reconcile.
 fn triggers(
     api_keys: Api<GuardedApiKey>,
-    cache: &Arc<ApiKeyCache>,
-    own_writes: &OwnWrites,
-    waiting: &Arc<WaitingKeys>,
-    wake: &futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+    watches: Watches<'_>,
 ) -> impl Stream<Item = Result<ObjectRef<GuardedApiKey>, watcher::Error>> + Send + 'static {
-    let (own_writes, cache) = (own_writes.clone(), cache.clone());
-    let (waiting, wake) = (waiting.clone(), wake.clone());
+    let (own_writes, cache) = (watches.own_writes.clone(), watches.cache.clone());
+    let (waiting, wake) = (watches.waiting.clone(), watches.wake.clone());
+    let deleted = watches.deleted;
     // Lean objects (`apikey::lean`): what keymint reads, nothing else.
     list_then_watch(api_keys)
         .default_backoff()
@@ -356,6 +379,9 @@ fn triggers(
             for waiting in waiting.observe(event) {
                 let _ = wake.unbounded_send(waiting);
             }
+            if let watcher::Event::Delete(GuardedApiKey(Ok(api_key))) = event {
+                let _ = deleted.unbounded_send(api_key.clone());
+            }
         })
         .applied_objects()
         // A status keymint just wrote comes back on the watch: it is what the
@@ -363,6 +389,16 @@ fn triggers(
         // Secret read. Periodic verification still runs.
         .try_filter(move |api_key| std::future::ready(!own_writes.is_echo(api_key)))
         .map_ok(|api_key| queued(&api_key))
+}
+
+/// What the ApiKey watch feeds besides the work queue.
+struct Watches<'a> {
+    cache: &'a Arc<ApiKeyCache>,
+    own_writes: &'a OwnWrites,
+    waiting: &'a Arc<WaitingKeys>,
+    wake: &'a futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedApiKey>>,
+    /// The last state of each ApiKey the watch says is gone.
+    deleted: futures::channel::mpsc::UnboundedSender<ApiKey>,
 }
 
 /// A key as the work queue holds it: its namespace and name. The UID and
@@ -376,6 +412,8 @@ fn queued(api_key: &GuardedApiKey) -> ObjectRef<GuardedApiKey> {
 
 /// The state the watches keep and the reconciles read.
 struct Kept {
+    /// The ApiKeys as watched (all namespaces, or `--watch-namespace`).
+    api_keys: Api<GuardedApiKey>,
     cache: Arc<ApiKeyCache>,
     waiting: Arc<WaitingKeys>,
     grants: Arc<Grants>,
@@ -417,7 +455,7 @@ fn context(
             metrics,
         },
         slots: Slots::new(
-            client.clone(),
+            kept.api_keys,
             ledgers,
             kept.cache,
             kept.waiting,

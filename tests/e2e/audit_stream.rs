@@ -384,6 +384,7 @@ fn event_reason(action: Action) -> &'static str {
         Action::Revealed => "Revealed",
         Action::NeverShown => "NeverShown",
         Action::Deleted => "Deleted",
+        Action::DeletedUnobserved => "DeletedUnobserved",
         Action::Pruned => "Retention",
     }
 }

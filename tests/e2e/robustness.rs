@@ -314,3 +314,67 @@ async fn reconcile_concurrency_is_bounded() {
     assert_eq!(minted, KEYS, "one Secret per key");
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_api_keys_deletion_does_not_hang_and_is_audited() {
+    let ns = TestNamespace::new("unreadable-delete").await;
+    let api: Api<ApiKey> = ns.api();
+    let _operator = Operator::start(&ns.name, &[]);
+    api.create(
+        &PostParams::default(),
+        &api_key("garbled", "robust", "alice@example.com"),
+    )
+    .await
+    .expect("create");
+    let active = wait_for_phase(&api, "garbled", Phase::Active, Duration::from_secs(30)).await;
+    let uid = active.uid().expect("uid");
+    untyped(&ns)
+        .patch_status(
+            "garbled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "Garbage", "message": "",
+                "lastTransitionTime": "2099-01-31T00:00:00x5Z",
+            }]}})),
+        )
+        .await
+        .expect("the API server accepts the malformed time in status");
+    wait_for_warning(&ns, "garbled", "InvalidSpec").await;
+
+    untyped(&ns)
+        .delete("garbled", &Default::default())
+        .await
+        .expect("delete the unreadable ApiKey");
+    eventually(Duration::from_secs(30), || async {
+        untyped(&ns)
+            .get_opt("garbled")
+            .await
+            .expect("get")
+            .is_none()
+    })
+    .await;
+    let segments = ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels("keymint.dev/audit=segment"))
+        .await
+        .expect("list the audit segments");
+    let deleted = segments
+        .items
+        .iter()
+        .flat_map(|cm| {
+            let content = cm.data.as_ref().and_then(|d| d.get("entries"));
+            keymint::audit::parse_segment(content.map_or("", String::as_str)).expect("parses")
+        })
+        .filter(|e| e.uid == uid && e.action == keymint::audit::Action::Deleted)
+        .count();
+    assert_eq!(deleted, 1, "one deleted entry for the unreadable ApiKey");
+    eventually(Duration::from_secs(60), || async {
+        ns.api::<Secret>()
+            .get_opt("garbled")
+            .await
+            .expect("get")
+            .is_none()
+    })
+    .await;
+    ns.delete().await;
+}

@@ -276,6 +276,17 @@ impl CachedApiKey {
         }
     }
 
+    /// Whether a key was ever minted for this project and owner (its hash
+    /// is recorded), read without rebuilding the key.
+    pub fn minted_for(&self, project: &str, owner: &str) -> bool {
+        let Body::Readable(r) = &self.body else {
+            return false;
+        };
+        *r.spec.project == *project
+            && *r.spec.owner == *owner
+            && r.status.as_ref().is_some_and(|s| s.key_hash.is_some())
+    }
+
     /// Whether the key's `ExpiringSoon` condition is True (the rule is
     /// `conditions::expiring_soon`'s, read without rebuilding the status).
     pub fn expiring_soon(&self) -> bool {

@@ -37,7 +37,9 @@
 //!   keymint's namespace deleted and re-created — the entries are rebuilt
 //!   from the ApiKeys of the pair that hold a minted key
 //!   ([`crate::quota::rebuild`]), listed fresh from the API server (a cache
-//!   may not have seen a key minted a moment ago), and written with create
+//!   may not have seen a key minted a moment ago) when the cache shows any
+//!   key ever minted for the pair (else it is a new pair, and starts
+//!   empty), and written with create
 //!   (which fails if another writer created it first) before anything is
 //!   admitted against them. Keys admitted but not minted yet are not
 //!   rebuilt: they ask for a slot again. A present but unparsable value is

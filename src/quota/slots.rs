@@ -315,16 +315,30 @@ impl Slots {
         }
         match store::load(&self.ledgers, pair).await? {
             Loaded::Found(versioned) => Ok(versioned),
-            Loaded::Missing(missing) => Ok(missing.rebuilt(self.rebuild(pair).await?)),
+            Loaded::Missing(missing) if self.minted_in_cache(pair) => {
+                Ok(missing.rebuilt(self.rebuild(pair).await?))
+            }
+            // A pair's first key: nothing was ever minted for it.
+            Loaded::Missing(missing) => Ok(missing.rebuilt(Ledger::default())),
         }
+    }
+
+    /// Whether the cache shows a key ever minted for the pair: what tells a
+    /// lost ledger from a pair's first key, which has none. Without it every
+    /// new pair would cost a list of all the ApiKeys.
+    fn minted_in_cache(&self, pair: &Pair<'_>) -> bool {
+        let mut minted = false;
+        self.cache
+            .each(|k| minted = minted || k.minted_for(pair.project, pair.owner));
+        minted
     }
 
     /// The pair's ledger rebuilt from the ApiKeys that hold a minted key,
     /// listed fresh: the cache may lag behind a key minted (by this process
     /// or another replica) a moment before the ledger went missing, and a
     /// key it missed would be a slot counted twice. This costs one list of
-    /// the ApiKeys, once per pair whose ledger is missing (a pair's
-    /// first key, or after keymint's namespace was lost).
+    /// the ApiKeys, once per pair whose ledger went missing with keys minted
+    /// (keymint's namespace lost, or a ledger deleted by hand).
     async fn rebuild(&self, pair: &Pair<'_>) -> Result<Ledger, SlotError> {
         let ledger_name = pair.ledger_name();
         // The watches' list, read as it arrives: only the pair's keys are kept.

@@ -19,7 +19,7 @@ use crate::procs::{Kind, http_get};
 use crate::scenarios::Ctx;
 use crate::verify::server::Server;
 use crate::verify::wrk::{Load, Run, wrk};
-use crate::verify::{populate, project_of, ratio, round3};
+use crate::verify::{populate, project_of_name, ratio, round3};
 use flood::{Flood, Size};
 
 /// Time for the flood's connections to be established before measuring.
@@ -48,13 +48,7 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     eprintln!("bench: hostile: creating {n} Active ApiKeys");
     let (name, presented) = populate(&api, n).await?.pop().ok_or("no key")?;
     let bearer = format!("Authorization: Bearer {presented}");
-    // The keys come back in the order their creates finished: the
-    // presented key's project is its own, read from its name.
-    let index: usize = name
-        .strip_prefix("vk-")
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(|| format!("unexpected ApiKey name {name}"))?;
-    let check = format!("/forward-auth?project={}", project_of(index));
+    let check = format!("/forward-auth?project={}", project_of_name(&name)?);
     let mut verifier = Server::verifier(&ctx.cp, &ns, "hostile-verifier")?;
     verifier.ready().await?;
     let url = verifier.url(&check);

@@ -55,11 +55,11 @@ pub async fn scenario(ctx: &mut Ctx) -> Result<Value> {
     let created = Instant::now();
     let mut keys = populate(&api, n).await?;
     let create_seconds = created.elapsed().as_secs_f64();
-    let presented = keys.pop().ok_or("no key")?.1;
+    let (name, presented) = keys.pop().ok_or("no key")?;
     let bearer = format!("Authorization: Bearer {presented}");
     // A check names its project, as every gateway's must: the presented
     // key's, so every request takes the whole path to a grant.
-    let check = format!("/forward-auth?project={}", project_of(n - 1));
+    let check = format!("/forward-auth?project={}", project_of_name(&name)?);
 
     let list_floor = list_floor(&api).await?;
     let mut verifier = Server::verifier(&ctx.cp, &ns, "verifier")?;
@@ -172,8 +172,18 @@ pub(crate) fn ratio(a: f64, b: f64) -> Value {
 
 /// The project of the `i`th key: keys come ten to an owner, owners spread
 /// over four projects.
-pub(crate) fn project_of(i: usize) -> String {
+fn project_of(i: usize) -> String {
     format!("proj{}", (i / 10) % 4)
+}
+
+/// The project of the key named `name` by [`populate`]: the keys come back
+/// in the order their creates finished, so the name, not the position,
+/// says which key it is.
+pub(crate) fn project_of_name(name: &str) -> Result<String> {
+    name.strip_prefix("vk-")
+        .and_then(|i| i.parse().ok())
+        .map(project_of)
+        .ok_or_else(|| format!("unexpected ApiKey name {name}").into())
 }
 
 /// Creates `n` ApiKeys and gives each an Active status with the hash of a

@@ -23,7 +23,7 @@ LOCAL_KUBECONFIG := $(CP_DIR)/kubeconfig
 .PHONY: help build install test prereqs unit-test e2e-test lint fmt crds controlplane tools readiness extauthz traefik static image image-dockerfile cluster-up cluster-down run demo clean bench bench-quick
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the keymint binary (debug)
 	$(CARGO) build
@@ -37,6 +37,13 @@ install: ## install keymint and the kubectl plugin (kubectl-keymint, a symlink) 
 test: prereqs controlplane tools readiness extauthz traefik static ## unit tests and end-to-end tests against a real local control plane
 	cd tests/gitops && go test ./...
 	$(CARGO) test --lib --bins --tests
+
+unit-test: ## unit tests, the protocol model and the purity check: no control plane, a minute
+	$(CARGO) test --lib --bins --test purity --test quota_model
+
+e2e-test: prereqs controlplane tools readiness extauthz traefik static ## only the end-to-end tests, against a real local control plane
+	cd tests/gitops && go test ./...
+	$(CARGO) test --test e2e
 
 SMALL_BIN := target/release-small/keymint
 

@@ -39,7 +39,7 @@ test: prereqs controlplane tools readiness extauthz traefik static ## unit tests
 	$(CARGO) test --lib --bins --tests
 
 unit-test: ## unit tests, the protocol model and the purity check: no control plane, a minute
-	$(CARGO) test --lib --bins --test purity --test quota_model
+	$(CARGO) test --lib --bins --test purity --test quota_model --test docs_links
 
 e2e-test: prereqs controlplane tools readiness extauthz traefik static ## only the end-to-end tests, against a real local control plane
 	cd tests/gitops && go test ./...

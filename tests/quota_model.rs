@@ -21,7 +21,7 @@
 //! version (the controller serialises reconciles per key; a stale copy only
 //! loses its status write). What the model does not cover: two leaders at
 //! once reconciling the *same* key with one of them on a copy from before
-//! the key was minted — the README lists it under "still weak".
+//! the key was minted: a known gap, not modelled.
 //!
 //! The pair's keys live in two namespaces: `ns`, always granted the project,
 //! and `other`, whose grant a cluster admin gives and takes away. A key

@@ -1,7 +1,7 @@
 //! The bounds of every listener, as flags (each with an environment twin).
 //! `ListenerLimits` is flattened into `keymint run` and `keymint verifier`
 //! and applies to each of their listeners; `GrpcLimits` into the
-//! verifier's only. README "Listeners and their bounds" says why each
+//! verifier's only. `docs/verifier.md` ("Listeners and their bounds") says why each
 //! default is what it is.
 
 use std::time::Duration;

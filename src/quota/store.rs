@@ -60,7 +60,7 @@ pub enum LedgerError {
     #[error("quota ledger {0} changed concurrently")]
     Conflict(String),
     #[error(
-        "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until its `admitted` data is repaired (see the README; deleting it would forget minted keys)"
+        "quota ledger {name} is unreadable ({reason}); keys of this owner and project wait until its `admitted` data is repaired (see docs/how-it-works.md, \"Repairing a ledger\": deleted while keymint is stopped, it is rebuilt from the ApiKeys)"
     )]
     Corrupt { name: String, reason: String },
     #[error("cannot read quota ledger ConfigMap {name}: {}", crate::api_error::describe(.source))]

@@ -341,7 +341,7 @@ async fn a_conflict_secret_replaced_with_an_owner_reference_is_still_a_conflict(
 }
 
 /// What losing the seal key (the Secret `keymint-provenance`) costs, as
-/// the README says: keys recorded in status are checked by their content
+/// docs/install.md says: keys recorded in status are checked by their content
 /// and stay Active; a Secret from the crash window before the loss can no
 /// longer be proven, so its ApiKey is a Conflict — never a second key.
 #[tokio::test]

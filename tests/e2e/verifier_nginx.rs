@@ -1,5 +1,5 @@
 //! The verifier behind a real nginx (Debian's package) with `auth_request`,
-//! configured as the README documents, in front of an upstream that echoes
+//! configured as docs/gateways.md documents, in front of an upstream that echoes
 //! the headers it received.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The verifier behind a real Traefik (built from its Go module) with the
-//! ForwardAuth middleware, configured as the README documents, in front of
+//! ForwardAuth middleware, configured as docs/gateways.md documents, in front of
 //! an upstream that echoes the headers it received.
 
 use std::time::Duration;

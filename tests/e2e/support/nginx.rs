@@ -1,5 +1,5 @@
 //! nginx (Debian's package) on loopback for one test, with `auth_request`
-//! to the verifier in front of an upstream: the configuration the README
+//! to the verifier in front of an upstream: the configuration docs/gateways.md
 //! documents. Config and logs in a directory of their own; nginx runs in
 //! the foreground as a child and is killed on drop.
 
@@ -98,7 +98,7 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-/// The README's nginx configuration ("nginx (`auth_request`) — tested"),
+/// docs/gateways.md's nginx configuration ("nginx (`auth_request`) — tested"),
 /// with test paths and ports. A client's
 /// own `X-Keymint-*` headers never reach the upstream: `proxy_set_header`
 /// replaces them with what the verifier answered (and drops them when it

@@ -1,5 +1,5 @@
 //! Traefik (built from its Go module by tests/traefik/build.sh) on loopback
-//! for one test, with the README's ForwardAuth middlewares in front of an
+//! for one test, with docs/gateways.md's ForwardAuth middlewares in front of an
 //! upstream. Static and dynamic (file provider) configuration and logs in a
 //! directory of their own; Traefik runs as a child and is killed on drop.
 
@@ -14,7 +14,7 @@ use super::{control_plane, eventually, raw_http};
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// The path prefix of a second router that has the `keymint` ForwardAuth
-/// middleware alone, without the README's `strip-keymint-headers` before
+/// middleware alone, without docs/gateways.md's `strip-keymint-headers` before
 /// it: what `authResponseHeaders` does by itself.
 pub const FORWARD_AUTH_ONLY: &str = "/forward-auth-only";
 
@@ -146,7 +146,7 @@ accessLog:
     )
 }
 
-/// The README's Traefik section ("Traefik (ForwardAuth) — tested") in the
+/// docs/gateways.md's Traefik section ("Traefik (ForwardAuth) — tested") in the
 /// file provider's terms: the Middlewares' `spec`s are the same fields, the
 /// IngressRoute becomes a router, the Service a load balancer. A second
 /// router, on [`FORWARD_AUTH_ONLY`], has the ForwardAuth middleware alone.

@@ -9,47 +9,20 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keymint::apikey::{ApiKey, Phase};
-use keymint::audit::{self, Action, Entry, Head};
+use keymint::audit::{self, Action, Head};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::access::grant_edit;
+use crate::support::audit::{checkpoint_in, entries, segments};
 use crate::support::chart::grant_apikey_edit;
 use crate::support::operator::Operator;
 use crate::support::{TestNamespace, api_key, control_plane, eventually, http_get, wait_for_phase};
 
 const MALLORY: &str = "mallory@example.com";
-const SEGMENTS: &str = "keymint.dev/audit=segment";
 /// May write the audit segments, not read keymint's Secrets.
 const WRITER: &str = "segment-writer@example.com";
-
-/// The stream in `namespace` as stored: (segment name, entries), oldest
-/// first, read with `client`.
-async fn segments(client: &Client, namespace: &str) -> Vec<(String, String)> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let mut maps = api
-        .list(&ListParams::default().labels(SEGMENTS))
-        .await
-        .expect("list audit segments")
-        .items;
-    maps.sort_by_key(ResourceExt::name_any);
-    maps.iter()
-        .map(|cm| {
-            let content = cm.data.as_ref().and_then(|d| d.get("entries"));
-            (cm.name_any(), content.cloned().unwrap_or_default())
-        })
-        .collect()
-}
-
-fn entries(segments: &[(String, String)]) -> Vec<Entry> {
-    segments
-        .iter()
-        .flat_map(|(name, content)| {
-            audit::parse_segment(content).unwrap_or_else(|e| panic!("segment {name}: {e}"))
-        })
-        .collect()
-}
 
 /// Waits until the stream holds at least `n` entries.
 async fn wait_for_entries(client: &Client, namespace: &str, n: usize) {
@@ -318,11 +291,7 @@ async fn a_pruning_forged_without_the_audit_key_fails_verify_against_the_checkpo
     wait_for_entries(&ns.client, &ns.name, 6).await;
     let (ok, out) = keymint_audit(&ns.name, &["verify"]).await;
     assert!(ok, "{out}");
-    let checkpoint = out
-        .split("checkpoint: ")
-        .nth(1)
-        .map(|c| c.trim().to_string())
-        .unwrap_or_else(|| panic!("no checkpoint in {out}"));
+    let checkpoint = checkpoint_in(&out);
     let checkpoint_seq: u64 = checkpoint
         .split(':')
         .next()
@@ -418,11 +387,7 @@ async fn a_stream_started_over_is_reported_as_such_against_an_older_checkpoint()
     wait_for_entries(&ns.client, &ns.name, 3).await;
     let (ok, out) = keymint_audit(&ns.name, &["verify"]).await;
     assert!(ok, "{out}");
-    let checkpoint = out
-        .split("checkpoint: ")
-        .nth(1)
-        .map(|c| c.trim().to_string())
-        .unwrap_or_else(|| panic!("no checkpoint in {out}"));
+    let checkpoint = checkpoint_in(&out);
     assert!(operator.terminate(), "the operator stops cleanly");
 
     // The stream is lost (as with its namespace); keymint starts a new one.

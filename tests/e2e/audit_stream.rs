@@ -22,14 +22,14 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
+use crate::support;
+use crate::support::audit::{SEGMENT_PREFIX, SEGMENT_SELECTOR, checkpoint_in, entries};
 use crate::support::operator::Operator;
 use crate::support::watch_from_here;
 use crate::support::{
     TestNamespace, api_key, control_plane, events_for, eventually, replace_secret,
 };
 
-const SEGMENT_SELECTOR: &str = "keymint.dev/audit=segment";
-const SEGMENT_PREFIX: &str = "keymint-audit-";
 const SEALED: &str = "keymint.dev/sealed";
 
 // ---------------------------------------------------------------------------
@@ -61,21 +61,7 @@ fn content_of(cm: &ConfigMap) -> String {
 
 /// The stream as stored: (segment name, `entries`), oldest first.
 async fn segments(ns: &TestNamespace) -> Vec<(String, String)> {
-    segment_maps(ns)
-        .await
-        .iter()
-        .map(|cm| (cm.name_any(), content_of(cm)))
-        .collect()
-}
-
-/// Every entry of the stream, in order; panics on a malformed line.
-fn entries(segments: &[(String, String)]) -> Vec<Entry> {
-    segments
-        .iter()
-        .flat_map(|(name, content)| {
-            audit::parse_segment(content).unwrap_or_else(|e| panic!("segment {name}: {e}"))
-        })
-        .collect()
+    support::audit::segments(&ns.client, &ns.name).await
 }
 
 /// The stored lines (without their newline), in stream order.
@@ -151,11 +137,7 @@ async fn verify_ok(namespace: &str, extra: &[&str]) -> String {
     let run = keymint_audit(namespace, &args).await;
     assert!(run.success, "keymint audit verify failed: {}", run.output());
     assert!(run.stdout.starts_with("ok: "), "{}", run.stdout);
-    run.stdout
-        .trim()
-        .rsplit_once("checkpoint: ")
-        .map(|(_, c)| c.to_string())
-        .unwrap_or_else(|| panic!("no checkpoint in {:?}", run.stdout))
+    checkpoint_in(&run.stdout)
 }
 
 /// Every version of every segment that a watch reported, and the most

@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod apiserver_audit;
+pub mod audit;
 pub mod chart;
 pub mod hostile;
 pub mod kubectl;

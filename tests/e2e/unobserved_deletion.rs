@@ -52,6 +52,17 @@ async fn looked(operator: &Operator) {
     .await;
 }
 
+/// What an admin can do that keymint does not see: remove its finalizer,
+/// then delete the ApiKey.
+async fn delete_behind_keymints_back(keys: &Api<ApiKey>, name: &str) {
+    let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
+    keys.patch(name, &PatchParams::default(), &Patch::Merge(&no_finalizers))
+        .await
+        .expect("remove the finalizer as an admin");
+    keys.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete the ApiKey");
+}
 #[tokio::test]
 async fn a_deletion_behind_keymints_back_is_audited_exactly_once() {
     let ns = TestNamespace::new("unobserved").await;
@@ -70,17 +81,7 @@ async fn a_deletion_behind_keymints_back_is_audited_exactly_once() {
 
     // An admin removes keymint's finalizer and deletes the ApiKey while
     // keymint is stopped.
-    let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
-    keys.patch(
-        "bypassed",
-        &PatchParams::default(),
-        &Patch::Merge(&no_finalizers),
-    )
-    .await
-    .expect("remove the finalizer as an admin");
-    keys.delete("bypassed", &DeleteParams::default())
-        .await
-        .expect("delete the ApiKey");
+    delete_behind_keymints_back(&keys, "bypassed").await;
     eventually(Duration::from_secs(30), || async {
         keys.get_opt("bypassed").await.expect("get").is_none()
     })
@@ -137,17 +138,7 @@ async fn a_deletion_behind_a_running_keymints_back_is_audited_once_and_a_normal_
     keys.delete("normal", &DeleteParams::default())
         .await
         .expect("delete an ApiKey the usual way");
-    let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
-    keys.patch(
-        "bypassed",
-        &PatchParams::default(),
-        &Patch::Merge(&no_finalizers),
-    )
-    .await
-    .expect("remove the finalizer as an admin");
-    keys.delete("bypassed", &DeleteParams::default())
-        .await
-        .expect("delete the ApiKey");
+    delete_behind_keymints_back(&keys, "bypassed").await;
     eventually(Duration::from_secs(30), || async {
         let entries = entries(&ns).await;
         unobserved_of(&entries, bypassed).len() == 1
